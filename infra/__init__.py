@@ -1,0 +1,1 @@
+"""celery-sqs-kit infrastructure: the fleet spec, CDK constructs and stacks."""

@@ -1,0 +1,82 @@
+"""The identities Celery workers run as: ECS task role, EC2 instance role and
+profile, and STS-assumable roles that only those worker roles may assume."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import Duration, Token
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from infra import rules
+
+ECS_TASKS = "ecs-tasks.amazonaws.com"
+EC2 = "ec2.amazonaws.com"
+
+
+class WorkerRoles(Construct):
+    """Worker identities with no permissions of their own until granted.
+
+    Props (keyword-only):
+
+    - ``extra_trusted_principals`` (default none): IAM ARNs trusted besides the
+      AWS service. Keep empty in production; a local emulator run needs its
+      operator here because the emulator cannot act as ``ecs-tasks.amazonaws.com``.
+    - ``max_session_duration`` (default 1 hour): 1..12 hours, for assumable roles.
+    - ``external_id`` (default none): required ``sts:ExternalId`` on assumable roles.
+
+    Attributes: ``task_role`` (trusts ``ecs-tasks.amazonaws.com``), ``instance_role``
+    (trusts ``ec2.amazonaws.com``), ``instance_profile``, ``worker_roles`` (both).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        extra_trusted_principals: Sequence[str] = (),
+        max_session_duration: Duration = Duration.hours(1),
+        external_id: str | None = None,
+    ) -> None:
+        rules.check_range("max_session_duration", max_session_duration.to_seconds(), 3_600,
+                          rules.MAX_STS_SESSION, "seconds (IAM rule)", Token.is_unresolved)
+        super().__init__(scope, construct_id)
+        self._extra = tuple(extra_trusted_principals)
+        self._max_session_duration = max_session_duration
+        self._external_id = external_id
+        self.task_role = iam.Role(
+            self, "TaskRole", assumed_by=self._trust(iam.ServicePrincipal(ECS_TASKS)),
+            description="Celery worker ECS task role")
+        self.instance_role = iam.Role(
+            self, "InstanceRole", assumed_by=self._trust(iam.ServicePrincipal(EC2)),
+            description="Celery worker EC2 instance role")
+        self.instance_profile = iam.InstanceProfile(self, "InstanceProfile",
+                                                    role=self.instance_role)
+        self.worker_roles: tuple[iam.Role, ...] = (self.task_role, self.instance_role)
+
+    def new_service_role(self, construct_id: str, *, description: str) -> iam.Role:
+        """Another ECS task role (e.g. for the application tier that publishes tasks)."""
+        return iam.Role(self, construct_id, description=description,
+                        assumed_by=self._trust(iam.ServicePrincipal(ECS_TASKS)))
+
+    def new_assumable_role(self, construct_id: str, *, description: str) -> iam.Role:
+        """A role only the worker roles may assume, through STS, with the ExternalId
+        condition when one is configured; the worker roles get ``sts:AssumeRole`` on it."""
+        principals = [iam.ArnPrincipal(role.role_arn) for role in self.worker_roles]
+        trusted: iam.IPrincipal = iam.CompositePrincipal(*principals)
+        if self._external_id is not None:
+            trusted = iam.PrincipalWithConditions(
+                trusted, {"StringEquals": {"sts:ExternalId": self._external_id}})
+        role = iam.Role(self, construct_id, assumed_by=trusted, description=description,
+                        max_session_duration=self._max_session_duration)
+        for worker in self.worker_roles:
+            worker.add_to_principal_policy(iam.PolicyStatement(
+                actions=["sts:AssumeRole"], resources=[role.role_arn]))
+        return role
+
+    def _trust(self, service: iam.ServicePrincipal) -> iam.IPrincipal:
+        if not self._extra:
+            return service
+        # One statement naming both: the shape the emulator evaluates correctly.
+        return iam.CompositePrincipal(service, *(iam.ArnPrincipal(a) for a in self._extra))

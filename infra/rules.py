@@ -1,0 +1,193 @@
+"""The rules a Celery-on-SQS fleet must keep, checked before any resource exists.
+
+Pure functions over plain numbers and strings: the spec parser calls them with
+spec paths (``queues[reports].visibility_timeout``) and the constructs call them
+with their prop names, passing ``unresolved`` (``Token.is_unresolved``) so that
+values only known at deploy time are skipped rather than misjudged. Each rule
+raises :class:`runtime.errors.SpecError` naming the field, the rule and the value.
+
+Why each rule exists:
+
+- visibility timeout > task time limit + countdown + margin: otherwise SQS hands
+  a running task to a second worker (the redelivery loop in Celery's caveats).
+- wait time 0..20: SQS's long-poll range; the queue and the runtime share it.
+- backoff steps < maxReceiveCount: otherwise retries land in the DLQ first.
+- FIFO names end in ``.fifo`` (and only FIFO names do); the DLQ has the same type.
+- retention > visibility timeout and DLQ retention >= source retention, so no
+  message expires before anyone could see it.
+- STS token lifetime 900..43200 and <= the role's maximum session duration.
+- names are what kombu looks up: kombu rewrites ``.`` to ``-`` and other
+  punctuation to ``_`` before consulting ``predefined_queues``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from runtime.errors import SpecError
+
+Unresolved = Callable[[Any], bool]
+
+VISIBILITY_MARGIN_SECONDS = 60
+"""Slack between a task's hard time limit and its message becoming visible again."""
+
+MAX_VISIBILITY_TIMEOUT = 43_200
+MAX_WAIT_TIME = 20
+MIN_RETENTION, MAX_RETENTION = 60, 1_209_600
+MIN_MESSAGE_SIZE, MAX_MESSAGE_SIZE = 1_024, 1_048_576
+MIN_RECEIVE_COUNT, MAX_RECEIVE_COUNT = 1, 1_000
+MIN_STS_SESSION, MAX_STS_SESSION = 900, 43_200
+MAX_QUEUE_NAME_LENGTH = 80
+DLQ_SUFFIX = "-dlq"
+FIFO_SUFFIX = ".fifo"
+
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def never_unresolved(_value: Any) -> bool:
+    """Values parsed from JSON are always concrete."""
+    return False
+
+
+def check_range(field: str, value: Any, low: int, high: int, unit: str = "",
+                unresolved: Unresolved = never_unresolved) -> None:
+    if unresolved(value):
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        suffix = f" {unit}" if unit else ""
+        raise SpecError(field, f"must be {low}..{high}{suffix}", value)
+
+
+def dead_letter_queue_name(name: str) -> str:
+    """The DLQ of ``name``: same type, ``-dlq`` before any ``.fifo`` suffix."""
+    if name.endswith(FIFO_SUFFIX):
+        return name[: -len(FIFO_SUFFIX)] + DLQ_SUFFIX + FIFO_SUFFIX
+    return name + DLQ_SUFFIX
+
+
+def check_queue_name(field: str, name: Any, *, fifo: bool, dead_letter_queue: bool) -> None:
+    if not isinstance(name, str) or not name:
+        raise SpecError(field, "must be a non-empty string", name)
+    base = name[: -len(FIFO_SUFFIX)] if name.endswith(FIFO_SUFFIX) else name
+    if fifo and not name.endswith(FIFO_SUFFIX):
+        raise SpecError(field, "of a FIFO queue must end in '.fifo' (SQS rule)", name)
+    if not fifo and name.endswith(FIFO_SUFFIX):
+        raise SpecError(field, "ends in '.fifo' but fifo is false (SQS rule)", name)
+    if not _QUEUE_NAME.match(base):
+        raise SpecError(
+            field,
+            "may contain only letters, digits, '-' and '_' (plus a '.fifo' suffix): kombu "
+            "rewrites '.' to '-' and other punctuation to '_' before it looks a queue up, "
+            "so any other name never matches its predefined queue",
+            name,
+        )
+    longest = dead_letter_queue_name(name) if dead_letter_queue else name
+    if len(longest) > MAX_QUEUE_NAME_LENGTH:
+        raise SpecError(
+            field, f"must leave room for its DLQ name {longest!r} within "
+            f"{MAX_QUEUE_NAME_LENGTH} characters (SQS rule)", name)
+
+
+def check_visibility_covers_tasks(prefix: str, *, visibility_timeout: Any, task_time_limit: Any,
+                                  max_countdown: Any,
+                                  unresolved: Unresolved = never_unresolved) -> None:
+    """A message must stay invisible for as long as its task can be held and run."""
+    if any(unresolved(v) for v in (visibility_timeout, task_time_limit, max_countdown)):
+        return
+    needed = task_time_limit + max_countdown + VISIBILITY_MARGIN_SECONDS
+    if visibility_timeout < needed:
+        raise SpecError(
+            f"{prefix}visibility_timeout",
+            f"must be >= task_time_limit ({task_time_limit}) + max_countdown ({max_countdown}) "
+            f"+ {VISIBILITY_MARGIN_SECONDS} s margin = {needed} seconds, or SQS redelivers "
+            "running tasks to a second worker",
+            visibility_timeout,
+        )
+
+
+def check_backoff_policy(prefix: str, policy: Any, *, dead_letter_queue: bool, max_receive_count: Any,
+                         unresolved: Unresolved = never_unresolved) -> None:
+    """kombu's backoff policy: {attempt: delay seconds}, attempts 1..n with no gap."""
+    field = f"{prefix}backoff_policy"
+    if not isinstance(policy, Mapping):
+        raise SpecError(field, "must be a mapping of attempt number to delay seconds", policy)
+    attempts = sorted(policy)
+    if attempts != list(range(1, len(attempts) + 1)):
+        raise SpecError(field, "attempt numbers must be 1..n with no gap", attempts)
+    for attempt, delay in policy.items():
+        check_range(f"{field}[{attempt}]", delay, 0, MAX_VISIBILITY_TIMEOUT, "seconds", unresolved)
+    if dead_letter_queue and not unresolved(max_receive_count) and len(policy) >= max_receive_count:
+        raise SpecError(
+            field,
+            f"must have fewer steps than max_receive_count ({max_receive_count}), or retries "
+            "land in the dead-letter queue before the policy is used up",
+            len(policy),
+        )
+
+
+def check_retention(prefix: str, *, retention_period: Any, visibility_timeout: Any,
+                    dead_letter_queue: bool, dead_letter_retention_period: Any,
+                    unresolved: Unresolved = never_unresolved) -> None:
+    check_range(f"{prefix}retention_period", retention_period, MIN_RETENTION, MAX_RETENTION,
+                "seconds", unresolved)
+    if not (unresolved(retention_period) or unresolved(visibility_timeout)) \
+            and retention_period <= visibility_timeout:
+        raise SpecError(f"{prefix}retention_period",
+                        f"must be > visibility_timeout ({visibility_timeout}) so no message "
+                        "expires while it is invisible", retention_period)
+    if not dead_letter_queue:
+        return
+    check_range(f"{prefix}dead_letter_retention_period", dead_letter_retention_period,
+                MIN_RETENTION, MAX_RETENTION, "seconds", unresolved)
+    if not (unresolved(retention_period) or unresolved(dead_letter_retention_period)) \
+            and dead_letter_retention_period < retention_period:
+        raise SpecError(f"{prefix}dead_letter_retention_period",
+                        f"must be >= retention_period ({retention_period}): SQS keeps a "
+                        "message's original enqueue time, so a shorter DLQ retention expires "
+                        "dead letters unseen", dead_letter_retention_period)
+
+
+def check_queue(prefix: str, *, name: Any, fifo: bool, visibility_timeout: Any,
+                receive_wait_time: Any, retention_period: Any, max_message_size_bytes: Any,
+                dead_letter_queue: bool, max_receive_count: Any, dead_letter_retention_period: Any,
+                backoff_policy: Mapping[int, int], task_time_limit: Any, max_countdown: Any,
+                unresolved: Unresolved = never_unresolved) -> None:
+    """Every per-queue rule, in the order a user would fix them."""
+    check_queue_name(f"{prefix}name", name, fifo=fifo, dead_letter_queue=dead_letter_queue)
+    check_range(f"{prefix}visibility_timeout", visibility_timeout, 0, MAX_VISIBILITY_TIMEOUT,
+                "seconds", unresolved)
+    check_range(f"{prefix}receive_wait_time", receive_wait_time, 0, MAX_WAIT_TIME, "seconds",
+                unresolved)
+    check_range(f"{prefix}task_time_limit", task_time_limit, 1, MAX_VISIBILITY_TIMEOUT, "seconds",
+                unresolved)
+    check_range(f"{prefix}max_countdown", max_countdown, 0, MAX_VISIBILITY_TIMEOUT, "seconds",
+                unresolved)
+    check_visibility_covers_tasks(prefix, visibility_timeout=visibility_timeout,
+                                  task_time_limit=task_time_limit, max_countdown=max_countdown,
+                                  unresolved=unresolved)
+    check_range(f"{prefix}max_message_size_bytes", max_message_size_bytes, MIN_MESSAGE_SIZE,
+                MAX_MESSAGE_SIZE, "bytes", unresolved)
+    check_retention(prefix, retention_period=retention_period,
+                    visibility_timeout=visibility_timeout, dead_letter_queue=dead_letter_queue,
+                    dead_letter_retention_period=dead_letter_retention_period,
+                    unresolved=unresolved)
+    if dead_letter_queue:
+        check_range(f"{prefix}max_receive_count", max_receive_count, MIN_RECEIVE_COUNT,
+                    MAX_RECEIVE_COUNT, "", unresolved)
+    check_backoff_policy(prefix, backoff_policy, dead_letter_queue=dead_letter_queue,
+                         max_receive_count=max_receive_count, unresolved=unresolved)
+
+
+def check_sts_session(prefix: str, *, token_timeout: Any, max_session_duration: Any,
+                      unresolved: Unresolved = never_unresolved) -> None:
+    check_range(f"{prefix}max_session_duration", max_session_duration, 3_600, MAX_STS_SESSION,
+                "seconds (IAM rule)", unresolved)
+    check_range(f"{prefix}token_timeout", token_timeout, MIN_STS_SESSION, MAX_STS_SESSION,
+                "seconds (STS rule)", unresolved)
+    if not (unresolved(token_timeout) or unresolved(max_session_duration)) \
+            and token_timeout > max_session_duration:
+        raise SpecError(f"{prefix}token_timeout",
+                        f"must be <= max_session_duration ({max_session_duration}) or "
+                        "AssumeRole is refused", token_timeout)

@@ -1,0 +1,285 @@
+"""The fleet spec: one typed, frozen description of the queues and the workers.
+
+A user edits one block of ``cdk.json`` context, ``"celery_sqs_kit"``; every
+field is optional except the queue names, and every default is listed below.
+Durations are in seconds (as in Celery's own settings).
+
+Fleet fields (``KitSpec``):
+
+=============================  ==================  ==========================================
+field                          default             meaning
+=============================  ==================  ==========================================
+``stack_name``                 ``CelerySqsKit``    CloudFormation stack name
+``queues``                     one ``celery``      list of queue specs (below)
+``default_queue``              first queue         Celery's ``task_default_queue``
+``producer_role``              ``true``            an ECS task role for the application tier
+                                                   that may only send tasks and read results
+``sts``                        see ``StsSpec``     the STS-assumable broker-access role
+``result_backend``             see ``ResultSpec``  the DynamoDB result table
+``endpoint_url``               ``null``            SQS endpoint for workers (VPC endpoint);
+                                                   ``null`` lets boto3 choose
+``config_parameter_name``      ``/celery-sqs-kit/  SSM parameter holding the worker config
+                               <stack_name>/
+                               worker-config``
+``extra_trusted_principals``   ``[]``              IAM ARNs also trusted by the worker roles.
+                                                   Empty in production. The local demo sets
+                                                   it to its operator user, because the
+                                                   emulator cannot assume a role as a service
+=============================  ==================  ==========================================
+
+Queue fields (``QueueSpec``):
+
+===============================  ===========  ===============================================
+field                            default      meaning
+===============================  ===========  ===============================================
+``name``                         (required)   Celery queue name; also the SQS queue name
+``fifo``                         ``false``    FIFO queue (name must end in ``.fifo``)
+``content_based_deduplication``  ``false``    FIFO only: dedupe on the body's SHA-256
+``visibility_timeout``           ``1800``     seconds a received message stays invisible
+``receive_wait_time``            ``20``       long-poll seconds, 0..20, queue and runtime
+``retention_period``             ``345600``   seconds SQS keeps a message (4 days)
+``max_message_size_bytes``       ``262144``   1024..1048576
+``dead_letter_queue``            ``true``     create ``<name>-dlq`` and a redrive policy
+``max_receive_count``            ``5``        receives before SQS moves a message to the DLQ
+``dead_letter_retention_period`` ``1209600``  DLQ retention (14 days, the maximum)
+``backoff_policy``               ``{}``       kombu backoff: {attempt: delay seconds}
+``backoff_tasks``                ``[]``       task names the backoff policy applies to
+``task_time_limit``              ``1500``     Celery hard time limit for this queue's tasks
+``max_countdown``                ``0``        longest ETA/countdown planned on this queue
+``routes``                       ``[]``       task name globs routed to this queue
+``workers_send``                 ``true``     workers may SendMessage here (retry(),
+                                              chains); false = consume-only
+``dedicated_role``               ``false``    a per-queue STS role that alone can use the
+                                              queue (needs ``sts.enabled``)
+===============================  ===========  ===============================================
+
+Everything is validated on load (:func:`load_spec`) by :mod:`infra.rules`;
+the first broken rule raises :class:`runtime.errors.SpecError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Any
+
+from infra import rules
+from runtime.errors import SpecError
+
+CONTEXT_KEY = "celery_sqs_kit"
+EXTRA_PRINCIPALS_CONTEXT_KEY = "celery_sqs_kit:extra_trusted_principals"
+"""A ``-c`` override so a local run can add its operator without editing cdk.json."""
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    fifo: bool = False
+    content_based_deduplication: bool = False
+    visibility_timeout: int = 1800
+    receive_wait_time: int = 20
+    retention_period: int = 345_600
+    max_message_size_bytes: int = 262_144
+    dead_letter_queue: bool = True
+    max_receive_count: int = 5
+    dead_letter_retention_period: int = 1_209_600
+    backoff_policy: Mapping[int, int] = field(default_factory=lambda: MappingProxyType({}))
+    backoff_tasks: tuple[str, ...] = ()
+    task_time_limit: int = 1500
+    max_countdown: int = 0
+    routes: tuple[str, ...] = ()
+    workers_send: bool = True
+    dedicated_role: bool = False
+
+
+@dataclass(frozen=True)
+class StsSpec:
+    """The broker-access role workers assume (off by default: ECS task roles and
+    instance profiles already hand out short-lived, rotated credentials)."""
+
+    enabled: bool = False
+    token_timeout: int = 900
+    max_session_duration: int = 3600
+    external_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ResultSpec:
+    """Celery's ``dynamodb`` result backend table."""
+
+    enabled: bool = True
+    ttl_seconds: int = 86_400
+
+
+@dataclass(frozen=True)
+class KitSpec:
+    queues: tuple[QueueSpec, ...]
+    stack_name: str = "CelerySqsKit"
+    default_queue: str = ""
+    producer_role: bool = True
+    sts: StsSpec = StsSpec()
+    result_backend: ResultSpec = ResultSpec()
+    endpoint_url: str | None = None
+    config_parameter_name: str = ""
+    extra_trusted_principals: tuple[str, ...] = ()
+
+    def queue(self, name: str) -> QueueSpec:
+        return next(q for q in self.queues if q.name == name)
+
+
+def load_spec(context: Mapping[str, Any] | None,
+              extra_trusted_principals: str | None = None) -> KitSpec:
+    """Build and validate the spec from the ``celery_sqs_kit`` context block.
+
+    ``extra_trusted_principals`` is the raw ``-c`` override (comma-separated ARNs).
+    """
+    raw = dict(context or {})
+    if extra_trusted_principals:
+        raw["extra_trusted_principals"] = [
+            arn.strip() for arn in extra_trusted_principals.split(",") if arn.strip()]
+    _reject_unknown(CONTEXT_KEY, raw, KitSpec)
+    raw_queues = raw.get("queues", [{"name": "celery"}])
+    if not isinstance(raw_queues, list) or not raw_queues:
+        raise SpecError(f"{CONTEXT_KEY}.queues", "must be a non-empty list of queue specs",
+                        raw_queues)
+    queues = tuple(_queue(i, q) for i, q in enumerate(raw_queues))
+    names = [q.name for q in queues]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise SpecError(f"{CONTEXT_KEY}.queues", "must have unique names", duplicates)
+
+    first = queues[0]
+    for q in queues[1:]:
+        if q.receive_wait_time != first.receive_wait_time:
+            raise SpecError(f"queues[{q.name}].receive_wait_time",
+                            f"must equal queues[{first.name}].receive_wait_time "
+                            f"({first.receive_wait_time}): the runtime long-polls every queue "
+                            "with one wait_time_seconds", q.receive_wait_time)
+    stack_name = _typed(CONTEXT_KEY, raw, "stack_name", str, "CelerySqsKit")
+    default_queue = _typed(CONTEXT_KEY, raw, "default_queue", str, queues[0].name)
+    if default_queue not in names:
+        raise SpecError(f"{CONTEXT_KEY}.default_queue", f"must name one of the queues {names}",
+                        default_queue)
+    sts = _sts(raw.get("sts", {}))
+    if not sts.enabled:
+        for q in queues:
+            if q.dedicated_role:
+                raise SpecError(f"queues[{q.name}].dedicated_role",
+                                "needs sts.enabled (a dedicated role is assumed through STS)",
+                                True)
+    principals = _typed(CONTEXT_KEY, raw, "extra_trusted_principals", list, [])
+    for i, arn in enumerate(principals):
+        if not isinstance(arn, str) or not arn.startswith("arn:") or ":iam::" not in arn:
+            raise SpecError(f"{CONTEXT_KEY}.extra_trusted_principals[{i}]",
+                            "must be an IAM principal ARN (arn:aws:iam::ACCOUNT:user/NAME)", arn)
+    return KitSpec(
+        queues=queues,
+        stack_name=stack_name,
+        default_queue=default_queue,
+        producer_role=_typed(CONTEXT_KEY, raw, "producer_role", bool, True),
+        sts=sts,
+        result_backend=_result(raw.get("result_backend", {})),
+        endpoint_url=_typed(CONTEXT_KEY, raw, "endpoint_url", (str, type(None)), None),
+        config_parameter_name=_typed(CONTEXT_KEY, raw, "config_parameter_name", str,
+                                     f"/celery-sqs-kit/{stack_name}/worker-config"),
+        extra_trusted_principals=tuple(principals),
+    )
+
+
+def _queue(index: int, raw: Any) -> QueueSpec:
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"queues[{index}]", "must be a mapping with at least a name", raw)
+    name = raw.get("name")
+    where = f"queues[{name if isinstance(name, str) and name else index}]"
+    _reject_unknown(where, raw, QueueSpec)
+    defaults = {f.name: f.default for f in fields(QueueSpec) if f.name != "name"}
+    values: dict[str, Any] = {}
+    for key, default in defaults.items():
+        if key == "backoff_policy":
+            values[key] = _backoff_policy(where, raw.get(key, {}))
+        elif key in ("backoff_tasks", "routes"):
+            values[key] = tuple(_string_list(where, raw, key))
+        else:
+            values[key] = _typed(where, raw, key, type(default), default)
+    if values["content_based_deduplication"] and not values["fifo"]:
+        raise SpecError(f"{where}.content_based_deduplication", "applies to FIFO queues only",
+                        True)
+    rules.check_queue(f"{where}.", name=name, **{
+        k: v for k, v in values.items()
+        if k not in ("content_based_deduplication", "backoff_tasks", "routes", "workers_send",
+                     "dedicated_role")})
+    return QueueSpec(name=name, **values)
+
+
+def _sts(raw: Any) -> StsSpec:
+    where = f"{CONTEXT_KEY}.sts"
+    if not isinstance(raw, Mapping):
+        raise SpecError(where, "must be a mapping", raw)
+    _reject_unknown(where, raw, StsSpec)
+    spec = StsSpec(
+        enabled=_typed(where, raw, "enabled", bool, False),
+        token_timeout=_typed(where, raw, "token_timeout", int, 900),
+        max_session_duration=_typed(where, raw, "max_session_duration", int, 3600),
+        external_id=_typed(where, raw, "external_id", (str, type(None)), None),
+    )
+    rules.check_sts_session(f"{where}.", token_timeout=spec.token_timeout,
+                            max_session_duration=spec.max_session_duration)
+    if spec.external_id is not None and not 2 <= len(spec.external_id) <= 1224:
+        raise SpecError(f"{where}.external_id", "must be 2..1224 characters (STS rule)",
+                        spec.external_id)
+    return spec
+
+
+def _result(raw: Any) -> ResultSpec:
+    where = f"{CONTEXT_KEY}.result_backend"
+    if not isinstance(raw, Mapping):
+        raise SpecError(where, "must be a mapping", raw)
+    _reject_unknown(where, raw, ResultSpec)
+    spec = ResultSpec(enabled=_typed(where, raw, "enabled", bool, True),
+                      ttl_seconds=_typed(where, raw, "ttl_seconds", int, 86_400))
+    rules.check_range(f"{where}.ttl_seconds", spec.ttl_seconds, 60, 31_536_000, "seconds")
+    return spec
+
+
+def _backoff_policy(where: str, raw: Any) -> Mapping[int, int]:
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{where}.backoff_policy",
+                        "must be a mapping of attempt number to delay seconds", raw)
+    policy: dict[int, int] = {}
+    for key, delay in raw.items():
+        try:
+            attempt = int(key)
+        except (TypeError, ValueError):
+            raise SpecError(f"{where}.backoff_policy", "keys must be attempt numbers", key) from None
+        policy[attempt] = delay
+    return MappingProxyType(policy)
+
+
+def _string_list(where: str, raw: Mapping[str, Any], key: str) -> list[str]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise SpecError(f"{where}.{key}", "must be a list of non-empty strings", value)
+    return value
+
+
+def _typed(where: str, raw: Mapping[str, Any], key: str, kind: type | tuple[type, ...],
+           default: Any) -> Any:
+    value = raw.get(key, default)
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # bool is an int in Python; a spec that says "visibility_timeout": true is a mistake
+    if isinstance(value, bool) and bool not in kinds:
+        ok = False
+    else:
+        ok = isinstance(value, kinds)
+    if not ok:
+        names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+        raise SpecError(f"{where}.{key}", f"must be of type {names}", value)
+    return value
+
+
+def _reject_unknown(where: str, raw: Mapping[str, Any], spec_type: type) -> None:
+    known = {f.name for f in fields(spec_type)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise SpecError(where, f"has unknown field(s); known fields are {sorted(known)}", unknown)

@@ -1,0 +1,126 @@
+"""One stack for a Celery fleet: queues, worker roles, result table, emitted config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_ssm as ssm
+from constructs import Construct
+
+from infra.constructs import CeleryQueue, ResultTable, WorkerRoles
+from infra.settings import KitSpec
+from infra.stacks.worker_config import worker_config_document
+from runtime.schema import OUTPUT_KEY
+
+
+class CeleryKitStack(Stack):
+    """Everything a Celery fleet on SQS needs, from one :class:`KitSpec`.
+
+    Attributes: ``spec``, ``key`` (one customer-managed key for queues and
+    results), ``roles`` (:class:`WorkerRoles`), ``broker_role`` (the shared STS
+    role or ``None``), ``dedicated_roles`` (per-queue STS roles), ``producer_role``
+    (or ``None``), ``queues`` (name -> :class:`CeleryQueue`), ``results``
+    (:class:`ResultTable` or ``None``), ``config_parameter``, ``worker_config``
+    (the document, with Tokens).
+
+    Who may do what: a queue is consumed by the principal that holds its access
+    (its dedicated role, else the shared STS role, else the worker roles
+    themselves); that principal may also send to it unless ``workers_send`` is
+    false. The producer role may send to every queue and read results.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, spec: KitSpec,
+                 **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.spec = spec
+        self.key = kms.Key(self, "Key", enable_key_rotation=True,
+                           description=f"{spec.stack_name}: Celery queues and task results")
+        self.roles = WorkerRoles(
+            self, "Workers",
+            extra_trusted_principals=spec.extra_trusted_principals,
+            max_session_duration=Duration.seconds(spec.sts.max_session_duration),
+            external_id=spec.sts.external_id,
+        )
+        self.broker_role = (self.roles.new_assumable_role(
+            "BrokerRole", description="Celery broker access, assumed by worker roles via STS")
+            if spec.sts.enabled else None)
+        self.producer_role = (self.roles.new_service_role(
+            "ProducerRole", description="Application tier: sends Celery tasks, reads results")
+            if spec.producer_role else None)
+
+        self.queues: dict[str, CeleryQueue] = {}
+        self.dedicated_roles: dict[str, iam.Role] = {}
+        for q in spec.queues:
+            queue = self.queues[q.name] = CeleryQueue(
+                self, f"Queue-{q.name}",
+                queue_name=q.name,
+                fifo=q.fifo,
+                content_based_deduplication=q.content_based_deduplication,
+                visibility_timeout=Duration.seconds(q.visibility_timeout),
+                receive_wait_time=Duration.seconds(q.receive_wait_time),
+                retention_period=Duration.seconds(q.retention_period),
+                max_message_size_bytes=q.max_message_size_bytes,
+                dead_letter_queue=q.dead_letter_queue,
+                max_receive_count=q.max_receive_count,
+                dead_letter_retention_period=Duration.seconds(q.dead_letter_retention_period),
+                backoff_policy=q.backoff_policy,
+                task_time_limit=Duration.seconds(q.task_time_limit),
+                max_countdown=Duration.seconds(q.max_countdown),
+                encryption_key=self.key,
+            )
+            if q.dedicated_role:
+                self.dedicated_roles[q.name] = self.roles.new_assumable_role(
+                    f"QueueRole-{q.name}", description=f"Celery access to queue {q.name} only")
+            for holder in self._access_holders(q.name):
+                queue.grant_consume(holder)
+                if q.workers_send:
+                    queue.grant_send(holder)
+            if self.producer_role is not None:
+                queue.grant_send(self.producer_role)
+
+        self.results = ResultTable(self, "Results", encryption_key=self.key) \
+            if spec.result_backend.enabled else None
+        if self.results is not None:
+            # Celery's result backend uses the base credentials, never the STS role.
+            for role in self.roles.worker_roles:
+                self.results.grant_write_results(role)
+            if self.producer_role is not None:
+                self.results.grant_read_results(self.producer_role)
+
+        self.worker_config = worker_config_document(
+            spec, queues=self.queues, dedicated_roles=self.dedicated_roles,
+            broker_role=self.broker_role, results=self.results)
+        config_json = self.to_json_string(self.worker_config)
+        self.config_parameter = ssm.StringParameter(
+            self, "WorkerConfigParameter",
+            parameter_name=spec.config_parameter_name,
+            string_value=config_json,
+            description="celery-sqs-kit worker configuration (no credentials)",
+            tier=ssm.ParameterTier.ADVANCED if len(spec.queues) > 4 else ssm.ParameterTier.STANDARD,
+        )
+        for role in (*self.roles.worker_roles, *filter(None, [self.producer_role])):
+            # Only GetParameter: CDK's grant_read adds DescribeParameters and history.
+            iam.Grant.add_to_principal(grantee=role, actions=["ssm:GetParameter"],
+                                       resource_arns=[self.config_parameter.parameter_arn])
+
+        CfnOutput(self, OUTPUT_KEY, value=config_json,
+                  description="Worker configuration document (runtime.config)")
+        CfnOutput(self, "ConfigParameterName", value=self.config_parameter.parameter_name)
+        CfnOutput(self, "TaskRoleArn", value=self.roles.task_role.role_arn)
+        CfnOutput(self, "InstanceRoleArn", value=self.roles.instance_role.role_arn)
+        CfnOutput(self, "InstanceProfileArn",
+                  value=self.roles.instance_profile.instance_profile_arn)
+        if self.producer_role is not None:
+            CfnOutput(self, "ProducerRoleArn", value=self.producer_role.role_arn)
+        if self.broker_role is not None:
+            CfnOutput(self, "BrokerRoleArn", value=self.broker_role.role_arn)
+
+    def _access_holders(self, queue_name: str) -> tuple[iam.IRole, ...]:
+        if queue_name in self.dedicated_roles:
+            return (self.dedicated_roles[queue_name],)
+        if self.broker_role is not None:
+            return (self.broker_role,)
+        return self.roles.worker_roles

@@ -1,0 +1,103 @@
+"""Celery settings from a :class:`runtime.config.WorkerConfig`: one function, used
+both by the renderer (which writes them as ``celeryconfig.py``) and by code that
+configures an app directly (``app.conf.update(celery_settings(load_config()))``).
+
+Choices, and why:
+
+- ``broker_url = "sqs://"``: no keys; boto3's default chain supplies the ECS task
+  role, the instance profile, or (in development) the environment.
+- ``broker_transport``: the one line that selects stock kombu (``"sqs"``) or the
+  kit's bundled transport (``BUNDLED_TRANSPORT``).
+- ``predefined_queues``: every queue's URL, so kombu never lists, looks up or
+  creates a queue (the worker roles may not); ``task_queues`` are
+  ``no_declare``: declaring one only costs a GetQueueAttributes call, which a
+  producer is not granted.
+- ``polling_interval = 0`` when long polling: the 20 s wait already bounds idle
+  cost; stock's extra 1 s sleep only adds latency.
+- ``task_acks_late`` + ``task_reject_on_worker_lost``: a task is deleted from SQS
+  only after it ran; a killed worker's tasks come back.
+- ``worker_prefetch_multiplier = 1``: with stock kombu a prefetched message's
+  visibility clock runs while it waits, so prefetching more than one per process
+  can outlive the visibility timeout.
+- ``task_time_limit``: the smallest queue limit, so no task outlives the
+  visibility timeout of the queue it came from (the spec checks the margin).
+- remote control and events off: SQS supports neither.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Queue
+
+from runtime.config import QueueConfig, WorkerConfig
+
+STOCK_TRANSPORT = "sqs"
+BUNDLED_TRANSPORT = "runtime.transport:Transport"
+
+
+def celery_settings(config: WorkerConfig, *, transport: str = STOCK_TRANSPORT) -> dict[str, Any]:
+    queues = config.queues.values()
+    wait_time = max(q.wait_time_seconds for q in queues)
+    options: dict[str, Any] = {
+        "region": config.region,
+        "predefined_queues": {
+            q.name: _predefined_queue(q) for q in queues
+        },
+        "visibility_timeout": config.queues[config.default_queue].visibility_timeout,
+        "wait_time_seconds": wait_time,
+        "polling_interval": 0 if wait_time > 0 else 1,
+    }
+    if config.endpoint_url:
+        options["is_secure"] = config.endpoint_url.startswith("https://")
+    if config.sts is not None:
+        options["sts_role_arn"] = config.sts.role_arn
+        options["sts_token_timeout"] = config.sts.token_timeout
+        if config.sts.external_id is not None:
+            # Read by the bundled transport; stock kombu cannot send an ExternalId.
+            options["sts_external_id"] = config.sts.external_id
+
+    settings: dict[str, Any] = {
+        "broker_url": _broker_url(config.endpoint_url),
+        "broker_transport": transport,
+        "broker_transport_options": options,
+        "broker_connection_retry_on_startup": True,
+        "task_default_queue": config.default_queue,
+        "task_queues": tuple(Queue(q.name, routing_key=q.name, no_declare=True) for q in queues),
+        "task_routes": {pattern: {"queue": q.name} for q in queues for pattern in q.routes},
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_time_limit": min(q.task_time_limit for q in queues),
+        "worker_prefetch_multiplier": 1,
+        "worker_enable_remote_control": False,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+    }
+    if config.result_backend is not None:
+        rb = config.result_backend
+        settings["result_backend"] = (
+            f"dynamodb://@{config.region}/{rb.table}?ttl_seconds={rb.ttl_seconds}")
+    else:
+        settings["task_ignore_result"] = True
+    return settings
+
+
+def _predefined_queue(q: QueueConfig) -> dict[str, Any]:
+    entry: dict[str, Any] = {"url": q.url}
+    if q.backoff_policy:
+        entry["backoff_policy"] = dict(q.backoff_policy)
+        entry["backoff_tasks"] = list(q.backoff_tasks)
+    if q.sts_role_arn is not None:
+        entry["sts_role_arn"] = q.sts_role_arn
+    return entry
+
+
+def _broker_url(endpoint_url: str | None) -> str:
+    # kombu builds its endpoint from the URL's host; without one boto3 decides
+    # (AWS_ENDPOINT_URL, VPC endpoint DNS, or the public regional endpoint).
+    if not endpoint_url:
+        return "sqs://"
+    return "sqs://" + endpoint_url.split("://", 1)[-1].rstrip("/")

@@ -1,0 +1,286 @@
+"""Load and validate the worker configuration document the stack emitted.
+
+Where it comes from (first match wins, see :func:`load_config`):
+
+- an explicit source: a path to the document, a path to ``cdk deploy
+  --outputs-file`` output (``path`` or ``path#StackName``), or ``ssm:NAME``
+  for the SSM parameter the stack wrote;
+- ``CELERY_SQS_KIT_CONFIG_JSON``: the document itself (e.g. injected by ECS
+  from the SSM parameter);
+- ``CELERY_SQS_KIT_CONFIG``: a source as above.
+
+The document (schema ``celery-sqs-kit/worker-config``, version 1)::
+
+    {"schema": ..., "version": 1, "region": "eu-west-1",
+     "endpoint_url": null,                      # optional
+     "default_queue": "celery",
+     "queues": {"celery": {"url", "arn", "fifo", "visibility_timeout",
+                           "wait_time_seconds", "task_time_limit", "max_countdown",
+                           "dead_letter_queue": {"url", "arn", "max_receive_count"} | null,
+                           "backoff_policy": {"1": 10}, "backoff_tasks": [...],
+                           "routes": [...], "sts_role_arn": null}},
+     "sts": {"role_arn", "token_timeout", "external_id"} | null,
+     "result_backend": {"table", "ttl_seconds"} | null}
+
+Optional fields may be absent (CloudFormation drops nulls). It never holds
+credentials; a document that does is refused. Any problem raises
+:class:`runtime.errors.ConfigError` naming the source and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from runtime.errors import ConfigError
+from runtime.schema import OUTPUT_KEY, SCHEMA, VERSION
+
+ENV_SOURCE = "CELERY_SQS_KIT_CONFIG"
+ENV_DOCUMENT = "CELERY_SQS_KIT_CONFIG_JSON"
+SSM_PREFIX = "ssm:"
+_CREDENTIAL_KEYS = frozenset({"access_key_id", "secret_access_key", "session_token",
+                              "aws_access_key_id", "aws_secret_access_key", "aws_session_token"})
+
+
+@dataclass(frozen=True)
+class DeadLetterConfig:
+    url: str
+    arn: str
+    max_receive_count: int
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    name: str
+    url: str
+    arn: str
+    fifo: bool
+    visibility_timeout: int
+    wait_time_seconds: int
+    task_time_limit: int
+    max_countdown: int
+    dead_letter_queue: DeadLetterConfig | None
+    backoff_policy: Mapping[int, int]
+    backoff_tasks: tuple[str, ...]
+    routes: tuple[str, ...]
+    sts_role_arn: str | None
+
+
+@dataclass(frozen=True)
+class StsConfig:
+    role_arn: str
+    token_timeout: int
+    external_id: str | None
+
+
+@dataclass(frozen=True)
+class ResultBackendConfig:
+    table: str
+    ttl_seconds: int
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    source: str
+    region: str
+    endpoint_url: str | None
+    default_queue: str
+    queues: Mapping[str, QueueConfig]
+    sts: StsConfig | None
+    result_backend: ResultBackendConfig | None
+
+
+def load_config(source: str | None = None) -> WorkerConfig:
+    """Find, read and validate the worker configuration (see the module docstring)."""
+    if source is None:
+        inline = os.environ.get(ENV_DOCUMENT)
+        if inline:
+            return parse_document(_decode(inline, f"${ENV_DOCUMENT}"), f"${ENV_DOCUMENT}")
+        source = os.environ.get(ENV_SOURCE)
+        if not source:
+            raise ConfigError(
+                "worker configuration", "",
+                f"no source given: pass one, or set {ENV_SOURCE} (a path, path#Stack or "
+                f"ssm:NAME) or {ENV_DOCUMENT} (the document)")
+    if source.startswith(SSM_PREFIX):
+        return parse_document(_read_ssm(source[len(SSM_PREFIX):], source), source)
+    path_text, _, stack = source.partition("#")
+    path = Path(path_text)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "file not found (run `cdk deploy --outputs-file "
+                          "...` or point to the emitted document)") from None
+    except OSError as error:
+        raise ConfigError(str(path), "", f"cannot be read: {error.strerror}") from None
+    data = _decode(text, str(path))
+    if isinstance(data, Mapping) and "schema" not in data:
+        data = _from_outputs_file(data, stack, str(path))
+    return parse_document(data, source)
+
+
+def parse_document(data: Any, source: str) -> WorkerConfig:
+    """Validate a decoded document; every problem names ``source`` and the field."""
+    doc = _mapping(data, source, "")
+    if doc.get("schema") != SCHEMA:
+        raise ConfigError(source, "schema", f"must be {SCHEMA!r}, got {doc.get('schema')!r}")
+    if doc.get("version") != VERSION:
+        raise ConfigError(source, "version", f"unknown version {doc.get('version')!r}; this "
+                          f"runtime reads version {VERSION}: upgrade the worker image or the stack")
+    _refuse_credentials(doc, source, "")
+    raw_queues = _mapping(doc.get("queues"), source, "queues")
+    if not raw_queues:
+        raise ConfigError(source, "queues", "must name at least one queue")
+    queues = {name: _queue(name, raw, source) for name, raw in raw_queues.items()}
+    default_queue = _field(doc, "default_queue", str, source, "")
+    if default_queue not in queues:
+        raise ConfigError(source, "default_queue",
+                          f"{default_queue!r} is not one of the queues {sorted(queues)}")
+    sts_raw = doc.get("sts")
+    sts = None if sts_raw is None else StsConfig(
+        role_arn=_field(_mapping(sts_raw, source, "sts"), "role_arn", str, source, "sts."),
+        token_timeout=_field(sts_raw, "token_timeout", int, source, "sts."),
+        external_id=_optional(sts_raw, "external_id", str, source, "sts."),
+    )
+    result_raw = doc.get("result_backend")
+    results = None if result_raw is None else ResultBackendConfig(
+        table=_field(_mapping(result_raw, source, "result_backend"), "table", str, source,
+                     "result_backend."),
+        ttl_seconds=_field(result_raw, "ttl_seconds", int, source, "result_backend."),
+    )
+    return WorkerConfig(
+        source=source,
+        region=_field(doc, "region", str, source, ""),
+        endpoint_url=_optional(doc, "endpoint_url", str, source, ""),
+        default_queue=default_queue,
+        queues=MappingProxyType(queues),
+        sts=sts,
+        result_backend=results,
+    )
+
+
+def _queue(name: str, raw: Any, source: str) -> QueueConfig:
+    where = f"queues.{name}."
+    q = _mapping(raw, source, f"queues.{name}")
+    dlq_raw = q.get("dead_letter_queue")
+    dlq = None if dlq_raw is None else DeadLetterConfig(
+        url=_field(_mapping(dlq_raw, source, f"{where}dead_letter_queue"), "url", str, source,
+                   f"{where}dead_letter_queue."),
+        arn=_field(dlq_raw, "arn", str, source, f"{where}dead_letter_queue."),
+        max_receive_count=_field(dlq_raw, "max_receive_count", int, source,
+                                 f"{where}dead_letter_queue."),
+    )
+    policy_raw = _mapping(q.get("backoff_policy", {}), source, f"{where}backoff_policy")
+    try:
+        policy = {int(k): int(v) for k, v in policy_raw.items()}
+    except (TypeError, ValueError):
+        raise ConfigError(source, f"{where}backoff_policy",
+                          f"must map attempt numbers to seconds, got {dict(policy_raw)!r}") from None
+    wait = _field(q, "wait_time_seconds", int, source, where)
+    if not 0 <= wait <= 20:
+        raise ConfigError(source, f"{where}wait_time_seconds", f"must be 0..20, got {wait}")
+    url = _field(q, "url", str, source, where)
+    fifo = _field(q, "fifo", bool, source, where)
+    if fifo != name.endswith(".fifo") or fifo != url.endswith(".fifo"):
+        raise ConfigError(source, f"{where}fifo", f"is {fifo} but the name {name!r} and URL "
+                          f"{url!r} must both end in '.fifo' exactly when fifo is true")
+    return QueueConfig(
+        name=name,
+        url=url,
+        arn=_field(q, "arn", str, source, where),
+        fifo=fifo,
+        visibility_timeout=_field(q, "visibility_timeout", int, source, where),
+        wait_time_seconds=wait,
+        task_time_limit=_field(q, "task_time_limit", int, source, where),
+        max_countdown=_field(q, "max_countdown", int, source, where),
+        dead_letter_queue=dlq,
+        backoff_policy=MappingProxyType(policy),
+        backoff_tasks=tuple(_strings(q, "backoff_tasks", source, where)),
+        routes=tuple(_strings(q, "routes", source, where)),
+        sts_role_arn=_optional(q, "sts_role_arn", str, source, where),
+    )
+
+
+def _from_outputs_file(data: Mapping[str, Any], stack: str, source: str) -> Any:
+    candidates = {name: outputs for name, outputs in data.items()
+                  if isinstance(outputs, Mapping) and OUTPUT_KEY in outputs}
+    if stack:
+        if stack not in candidates:
+            raise ConfigError(source, f"{stack}.{OUTPUT_KEY}",
+                              f"stack {stack!r} has no {OUTPUT_KEY} output "
+                              f"(stacks with one: {sorted(candidates)})")
+        chosen = candidates[stack]
+    elif len(candidates) == 1:
+        chosen = next(iter(candidates.values()))
+    else:
+        raise ConfigError(source, OUTPUT_KEY,
+                          f"expected one stack with a {OUTPUT_KEY} output, found "
+                          f"{sorted(candidates) or 'none'}: name one as {source}#StackName")
+    return _decode(chosen[OUTPUT_KEY], f"{source} ({OUTPUT_KEY} output)")
+
+
+def _read_ssm(name: str, source: str) -> Any:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        value = boto3.client("ssm").get_parameter(Name=name)["Parameter"]["Value"]
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        raise ConfigError(source, "", f"SSM GetParameter failed ({code}): check the parameter "
+                          "name, the region and that this role may ssm:GetParameter it") from None
+    except BotoCoreError as error:
+        raise ConfigError(source, "", f"SSM GetParameter failed: {error}") from None
+    return _decode(value, source)
+
+
+def _decode(text: str, source: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(source, "", f"is not valid JSON (truncated or edited?): {error.msg} "
+                          f"at line {error.lineno} column {error.colno}") from None
+
+
+def _refuse_credentials(value: Any, source: str, where: str) -> None:
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            if key in _CREDENTIAL_KEYS:
+                raise ConfigError(source, f"{where}{key}", "credentials do not belong in the "
+                                  "worker configuration; workers use their role's credentials")
+            _refuse_credentials(inner, source, f"{where}{key}.")
+
+
+def _mapping(value: Any, source: str, field: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(source, field, f"must be an object, got {type(value).__name__}"
+                          if value is not None else "is missing")
+    return value
+
+
+def _field(raw: Mapping[str, Any], key: str, kind: type, source: str, where: str) -> Any:
+    if key not in raw or raw[key] is None:
+        raise ConfigError(source, f"{where}{key}", "is missing")
+    value = raw[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(source, f"{where}{key}",
+                          f"must be {kind.__name__}, got {type(value).__name__} {value!r}")
+    if kind is str and not value:
+        raise ConfigError(source, f"{where}{key}", "is empty")
+    return value
+
+
+def _optional(raw: Mapping[str, Any], key: str, kind: type, source: str, where: str) -> Any:
+    return None if raw.get(key) is None else _field(raw, key, kind, source, where)
+
+
+def _strings(raw: Mapping[str, Any], key: str, source: str, where: str) -> list[str]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(source, f"{where}{key}", f"must be a list of strings, got {value!r}")
+    return value
