@@ -73,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"celery-sqs-kit: {error}", file=sys.stderr)
         return 2
     args.out.write_text(text, encoding="utf-8")
-    print(f"wrote {args.out}")
     return 0
 
 

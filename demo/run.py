@@ -1,0 +1,51 @@
+"""Run the demo against a deployed stage: a worker as the ECS task role, tasks
+sent as the producer role, results read back from DynamoDB."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from local_aws.celery_worker import CeleryWorker, role_environment
+from local_aws.container_credentials import ContainerCredentialsEndpoint
+from local_aws.moto_server import REGION
+from local_aws.stage import PROJECT_ROOT, DeployedStage, Step
+from runtime.render import main as render_main
+
+
+class DemoFailed(RuntimeError):
+    pass
+
+
+def run_demo(stage: DeployedStage, work_dir: Path, step: Step) -> list[dict[str, Any]]:
+    """Render the config, start a worker, send the sample tasks; return their results."""
+    outputs = stage.outputs
+    config_path = work_dir / "celeryconfig.py"
+    if render_main(["--config", str(stage.outputs_file), "--out", str(config_path)]) != 0:
+        raise DemoFailed("rendering celeryconfig.py failed")
+    step("celeryconfig.py rendered from the WorkerConfig output")
+    session = stage.operator.session()
+    aws = {"AWS_ENDPOINT_URL": stage.moto.endpoint_url, "AWS_DEFAULT_REGION": REGION}
+    with ContainerCredentialsEndpoint(session, outputs["TaskRoleArn"],
+                                      stage.moto.endpoint_url) as task_role:
+        env = role_environment(work_dir, {**aws, **task_role.environment()})
+        with CeleryWorker("demo.tasks", env, work_dir / "worker.log"):
+            step(f"celery worker ready as ECS task role {outputs['TaskRoleArn']}")
+            with ContainerCredentialsEndpoint(session, outputs["ProducerRoleArn"],
+                                              stage.moto.endpoint_url,
+                                              session_name="demo-producer") as producer:
+                step("sending tasks as the producer role")
+                sender = subprocess.run(
+                    [sys.executable, "-m", "demo.send"], cwd=PROJECT_ROOT,
+                    env=role_environment(work_dir, {**aws, **producer.environment()}),
+                    capture_output=True, text=True, timeout=180, check=False)
+            if sender.returncode != 0:
+                raise DemoFailed(f"sending tasks failed:\n{sender.stderr[-3000:]}")
+            results = [json.loads(line) for line in sender.stdout.splitlines()]
+            for r in results:
+                step(f"  {r['task']}: {r['state']} -> {r['result']!r}")
+        step("celery worker stopped (warm shutdown)")
+    return results
