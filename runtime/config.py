@@ -167,6 +167,11 @@ def parse_document(data: Any, source: str) -> WorkerConfig:
 def _queue(name: str, raw: Any, source: str) -> QueueConfig:
     where = f"queues.{name}."
     q = _mapping(raw, source, f"queues.{name}")
+    url = _field(q, "url", str, source, where)
+    fifo = _field(q, "fifo", bool, source, where)
+    if fifo != name.endswith(".fifo") or fifo != url.endswith(".fifo"):
+        raise ConfigError(source, f"{where}fifo", f"is {fifo} but the name {name!r} and URL "
+                          f"{url!r} must both end in '.fifo' exactly when fifo is true")
     dlq_raw = q.get("dead_letter_queue")
     dlq = None if dlq_raw is None else DeadLetterConfig(
         url=_field(_mapping(dlq_raw, source, f"{where}dead_letter_queue"), "url", str, source,
@@ -184,11 +189,6 @@ def _queue(name: str, raw: Any, source: str) -> QueueConfig:
     wait = _field(q, "wait_time_seconds", int, source, where)
     if not 0 <= wait <= 20:
         raise ConfigError(source, f"{where}wait_time_seconds", f"must be 0..20, got {wait}")
-    url = _field(q, "url", str, source, where)
-    fifo = _field(q, "fifo", bool, source, where)
-    if fifo != name.endswith(".fifo") or fifo != url.endswith(".fifo"):
-        raise ConfigError(source, f"{where}fifo", f"is {fifo} but the name {name!r} and URL "
-                          f"{url!r} must both end in '.fifo' exactly when fifo is true")
     return QueueConfig(
         name=name,
         url=url,

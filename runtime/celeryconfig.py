@@ -1,0 +1,25 @@
+"""Import-time Celery configuration: ``app.config_from_object("runtime.celeryconfig")``.
+
+The alternative to a rendered ``celeryconfig.py``: the worker image carries no
+generated file and reads the emitted configuration when it starts, from
+``CELERY_SQS_KIT_CONFIG`` (a path, ``path#Stack`` or ``ssm:NAME``) or
+``CELERY_SQS_KIT_CONFIG_JSON``. ``CELERY_SQS_KIT_TRANSPORT=bundled`` selects the
+bundled transport. A missing or invalid document stops the worker with a
+:class:`runtime.errors.ConfigError` naming the source and the field.
+"""
+
+import os
+
+from runtime.celery_settings import celery_settings
+from runtime.config import load_config
+from runtime.errors import ConfigError
+from runtime.render import TRANSPORTS
+
+try:
+    _config = load_config()
+except ConfigError as error:
+    # One line, not a traceback through Celery's lazy settings loader.
+    raise SystemExit(f"celery-sqs-kit: {error}") from None
+
+globals().update(celery_settings(
+    _config, transport=TRANSPORTS[os.environ.get("CELERY_SQS_KIT_TRANSPORT", "stock")]))

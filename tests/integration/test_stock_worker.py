@@ -1,0 +1,117 @@
+"""The runtime with stock kombu on moto: a real worker configured only by the
+emitted document, no CDK involved (that is the e2e layer)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import boto3
+import pytest
+
+from local_aws.celery_worker import CeleryWorker, role_environment
+from local_aws.moto_server import REGION
+from local_aws.stage import PROJECT_ROOT
+from runtime.render import main as render_main
+
+pytestmark = pytest.mark.integration
+
+TASKS = '''
+from celery import Celery
+app = Celery("itasks")
+app.config_from_object("{config}")
+
+@app.task
+def mul(x, y):
+    return x * y
+'''
+
+
+@pytest.fixture(scope="module")
+def deployed(moto, tmp_path_factory):
+    """Queues and a result table made the way the stack makes them, and their document."""
+    work = tmp_path_factory.mktemp("worker")
+    session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test",
+                            region_name=REGION)
+    sqs = session.client("sqs", endpoint_url=moto.endpoint_url)
+    queues = {}
+    for name in ("work", "jobs.fifo"):
+        fifo = name.endswith(".fifo")
+        dlq_name = name.replace(".fifo", "-dlq.fifo") if fifo else f"{name}-dlq"
+        attrs = {"FifoQueue": "true"} if fifo else {}
+        dlq_url = sqs.create_queue(QueueName=dlq_name, Attributes=attrs)["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+            "Attributes"]["QueueArn"]
+        url = sqs.create_queue(QueueName=name, Attributes={
+            **attrs, "VisibilityTimeout": "120", "ReceiveMessageWaitTimeSeconds": "1",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3})})[
+            "QueueUrl"]
+        queues[name] = {
+            "url": url, "arn": f"arn:aws:sqs:{REGION}:123456789012:{name}", "fifo": fifo,
+            "visibility_timeout": 120, "wait_time_seconds": 1, "task_time_limit": 30,
+            "max_countdown": 0,
+            "dead_letter_queue": {"url": dlq_url, "arn": dlq_arn, "max_receive_count": 3},
+            "backoff_policy": {}, "backoff_tasks": [], "routes": [],
+        }
+    session.client("dynamodb", endpoint_url=moto.endpoint_url).create_table(
+        TableName="results", BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+    document = {"schema": "celery-sqs-kit/worker-config", "version": 1, "region": REGION,
+                "default_queue": "work", "queues": queues,
+                "result_backend": {"table": "results", "ttl_seconds": 3600}}
+    (work / "worker-config.json").write_text(json.dumps(document))
+    (work / "itasks.py").write_text(TASKS.format(config="celeryconfig"))
+    env = role_environment(work, {"AWS_ENDPOINT_URL": moto.endpoint_url,
+                                  "AWS_DEFAULT_REGION": REGION,
+                                  "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"})
+    return work, document, env
+
+
+def run_client(work, env, code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_rendered_config_drives_a_real_worker_on_both_queue_types(deployed):
+    work, _document, env = deployed
+    assert render_main(["--config", str(work / "worker-config.json"),
+                        "--out", str(work / "celeryconfig.py")]) == 0
+    with CeleryWorker("itasks", env, work / "worker.log", pool="threads", concurrency=2) as w:
+        client = run_client(work, env, (
+            "from itasks import mul\n"
+            "a = mul.delay(6, 7)\n"
+            "b = mul.apply_async((3, 5), queue='jobs.fifo', MessageGroupId='g1')\n"
+            "print(a.get(timeout=60), b.get(timeout=60))\n"))
+        assert client.returncode == 0, client.stderr[-2000:]
+        assert client.stdout.split() == ["42", "15"]
+        assert "kit-worker@" in w.log_text()
+
+
+def test_import_time_config_fails_at_worker_start_naming_file_and_field(deployed):
+    work, document, env = deployed
+    broken = json.loads(json.dumps(document))
+    del broken["queues"]["jobs.fifo"]["url"]
+    path = work / "broken-config.json"
+    path.write_text(json.dumps(broken))
+    (work / "itasks_import.py").write_text(TASKS.format(config="runtime.celeryconfig"))
+    worker = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "itasks_import", "worker", "--pool=solo"],
+        cwd=work, env={**env, "CELERY_SQS_KIT_CONFIG": str(path)}, capture_output=True,
+        text=True, timeout=60, check=False)
+    assert worker.returncode != 0
+    assert worker.stderr.strip().splitlines()[-1] == \
+        f"celery-sqs-kit: {path}: queues.jobs.fifo.url: is missing"
+    assert "Traceback" not in worker.stderr
+
+
+def test_import_time_config_loads_from_the_environment(deployed):
+    work, document, env = deployed
+    result = subprocess.run(
+        [sys.executable, "-c", "import runtime.celeryconfig as c; print(c.broker_transport, "
+         "sorted(c.broker_transport_options['predefined_queues']))"],
+        cwd=PROJECT_ROOT, env={**env, "CELERY_SQS_KIT_CONFIG_JSON": json.dumps(document)},
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "sqs ['jobs.fifo', 'work']"
