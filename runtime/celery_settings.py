@@ -16,9 +16,10 @@ Choices, and why:
   cost; stock's extra 1 s sleep only adds latency.
 - ``task_acks_late`` + ``task_reject_on_worker_lost``: a task is deleted from SQS
   only after it ran; a killed worker's tasks come back.
-- ``worker_prefetch_multiplier = 1``: with stock kombu a prefetched message's
+- ``worker_prefetch_multiplier = 1`` with stock kombu: a prefetched message's
   visibility clock runs while it waits, so prefetching more than one per process
-  can outlive the visibility timeout.
+  can outlive the visibility timeout. ``BUNDLED_PREFETCH`` with the bundled
+  transport, whose heartbeat keeps prefetched messages invisible.
 - ``task_time_limit``: the smallest queue limit, so no task outlives the
   visibility timeout of the queue it came from (the spec checks the margin).
 - remote control and events off: SQS supports neither.
@@ -34,6 +35,9 @@ from runtime.config import QueueConfig, WorkerConfig
 
 STOCK_TRANSPORT = "sqs"
 BUNDLED_TRANSPORT = "runtime.transport:Transport"
+BUNDLED_PREFETCH = 10
+"""With the bundled transport's heartbeat, prefetched messages stay invisible, so
+a full receive batch (10) per process is safe and halves receive calls."""
 
 
 def celery_settings(config: WorkerConfig, *, transport: str = STOCK_TRANSPORT) -> dict[str, Any]:
@@ -68,7 +72,7 @@ def celery_settings(config: WorkerConfig, *, transport: str = STOCK_TRANSPORT) -
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_time_limit": min(q.task_time_limit for q in queues),
-        "worker_prefetch_multiplier": 1,
+        "worker_prefetch_multiplier": 1 if transport == STOCK_TRANSPORT else BUNDLED_PREFETCH,
         "worker_enable_remote_control": False,
         "worker_send_task_events": False,
         "task_send_sent_event": False,
@@ -86,7 +90,11 @@ def celery_settings(config: WorkerConfig, *, transport: str = STOCK_TRANSPORT) -
 
 
 def _predefined_queue(q: QueueConfig) -> dict[str, Any]:
-    entry: dict[str, Any] = {"url": q.url}
+    # dead_letter_queue and visibility_timeout are read by the bundled transport
+    # (DLQ moves, heartbeat); stock kombu ignores them.
+    entry: dict[str, Any] = {"url": q.url, "visibility_timeout": q.visibility_timeout}
+    if q.dead_letter_queue is not None:
+        entry["dead_letter_queue"] = q.dead_letter_queue.url
     if q.backoff_policy:
         entry["backoff_policy"] = dict(q.backoff_policy)
         entry["backoff_tasks"] = list(q.backoff_tasks)

@@ -4,9 +4,13 @@ Every error the kit raises on purpose derives from :class:`KitError`, so a
 caller can catch exactly what it means::
 
     KitError
-    ├── SpecError      the fleet spec (cdk.json context) breaks a rule; raised at synth
-    └── ConfigError    the emitted worker configuration is missing or invalid;
-                       raised at worker start
+    ├── SpecError            the fleet spec (cdk.json context) breaks a rule; at synth
+    ├── ConfigError          the emitted worker configuration is missing or invalid;
+    │                        at worker start
+    └── TransportError       an SQS call of the bundled transport failed for good
+        ├── QueueAccessDenied    the role may not do this action on this queue
+        ├── QueueNotFound        the URL names no queue (deleted? other region?)
+        └── CredentialsError     credentials expired or the role cannot be assumed
 
 Each message says what was wrong, where (the field or file), and the value
 given, so that it can be shown to a user as it is, without a traceback.
@@ -46,3 +50,35 @@ class ConfigError(KitError):
         self.problem = problem
         where = f"{source}: {field}" if field else source
         super().__init__(f"{where}: {problem}")
+
+
+class TransportError(KitError):
+    """An SQS call failed in a way retrying will not fix.
+
+    ``queue`` is the Celery queue name, ``action`` the SQS action, ``code`` the
+    AWS error code; the message says what to check.
+    """
+
+    hint = "check the worker's role policy, the region and the queue URL"
+
+    def __init__(self, queue: str, action: str, code: str, detail: str = "") -> None:
+        self.queue = queue
+        self.action = action
+        self.code = code
+        suffix = f" ({detail})" if detail else ""
+        super().__init__(f"{action} on queue {queue!r} failed: {code}{suffix}; {self.hint}")
+
+
+class QueueAccessDenied(TransportError):
+    hint = ("the worker's role (or the queue's STS role) lacks this action on this queue: "
+            "check the role policy the stack granted and that the worker runs as that role")
+
+
+class QueueNotFound(TransportError):
+    hint = ("no queue at that URL: check the region, that the stack is deployed, and that "
+            "the worker configuration is the one the stack emitted")
+
+
+class CredentialsError(TransportError):
+    hint = ("credentials expired or could not be obtained: check the task role or instance "
+            "profile, the STS role's trust policy (and ExternalId), and the clock")

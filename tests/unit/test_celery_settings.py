@@ -22,10 +22,12 @@ def test_every_queue_is_predefined_with_its_url_and_backoff():
     assert set(predefined) == {"celery", "reports", "orders.fifo"}
     assert predefined["celery"] == {
         "url": "https://sqs.us-east-1.amazonaws.com/123456789012/celery",
+        "visibility_timeout": 1800,
+        "dead_letter_queue": "https://sqs.us-east-1.amazonaws.com/123456789012/celery-dlq",
         "backoff_policy": {1: 10, 2: 20},
         "backoff_tasks": ["app.tasks.flaky"],
     }
-    assert predefined["reports"] == {"url": "https://sqs.us-east-1.amazonaws.com/123456789012/reports"}
+    assert "backoff_policy" not in predefined["reports"]
 
 
 def test_long_polls_with_no_extra_client_sleep():
@@ -46,7 +48,11 @@ def test_tasks_are_acked_late_and_requeued_when_a_worker_dies():
     s = settings()
     assert s["task_acks_late"] is True
     assert s["task_reject_on_worker_lost"] is True
-    assert s["worker_prefetch_multiplier"] == 1
+
+
+def test_stock_prefetches_one_and_bundled_a_full_receive_batch():
+    assert settings()["worker_prefetch_multiplier"] == 1
+    assert settings(transport=BUNDLED_TRANSPORT)["worker_prefetch_multiplier"] == 10
 
 
 def test_time_limit_is_the_smallest_queue_limit():

@@ -1,4 +1,4 @@
-"""The runtime with stock kombu on moto: a real worker configured only by the
+"""The runtime on moto, stock and bundled transports: a real worker configured only by the
 emitted document, no CDK involved (that is the e2e layer)."""
 
 from __future__ import annotations
@@ -74,10 +74,11 @@ def run_client(work, env, code: str) -> subprocess.CompletedProcess:
                           text=True, timeout=120, check=False)
 
 
-def test_rendered_config_drives_a_real_worker_on_both_queue_types(deployed):
+@pytest.mark.parametrize("transport", ["stock", "bundled"])
+def test_rendered_config_drives_a_real_worker_on_both_queue_types(deployed, transport):
     work, _document, env = deployed
     assert render_main(["--config", str(work / "worker-config.json"),
-                        "--out", str(work / "celeryconfig.py")]) == 0
+                        "--out", str(work / "celeryconfig.py"), "--transport", transport]) == 0
     with CeleryWorker("itasks", env, work / "worker.log", pool="threads", concurrency=2) as w:
         client = run_client(work, env, (
             "from itasks import mul\n"

@@ -1,0 +1,104 @@
+"""Blocking long polls on per-queue threads, results handed to the event loop.
+
+kombu's asynchronous SQS client runs on pycurl inside Celery's event loop (the
+hub). When a fast response completes before curl registers its socket, the hub
+has no file descriptor to wait on and sleeps 100 ms (``kombu/asynchronous/hub.py``):
+on a fast endpoint that stall, once per receive, caps a worker at a few dozen
+tasks a second. Here each queue has one daemon thread that long-polls with the
+thread-safe boto3 client, and hands each result back through a pipe the hub
+watches as a reader. The hub always has that descriptor, so it never falls
+into the sleep, and callbacks still run on the hub thread, where Celery's
+consumer expects them. No pycurl is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue as queue_module
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+Job = Callable[[], Any]
+Done = Callable[[Any], None]
+
+
+class Receiver:
+    """``submit(queue, job, done)``: ``job()`` runs on the queue's thread, then
+    ``done(result or exception)`` runs on the hub thread."""
+
+    def __init__(self, hub: Any) -> None:
+        self._hub = hub
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        self._results: deque[tuple[Done, Any]] = deque()
+        self._jobs: dict[str, queue_module.SimpleQueue] = {}
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        hub.add_reader(self._read_fd, self._on_readable)
+
+    def submit(self, name: str, job: Job, done: Done) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            jobs = self._jobs.get(name)
+            if jobs is None:
+                jobs = self._jobs[name] = queue_module.SimpleQueue()
+                thread = threading.Thread(target=self._run, args=(jobs,),
+                                          name=f"kit-sqs-receive-{name}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+        jobs.put((job, done))
+
+    def _run(self, jobs: queue_module.SimpleQueue) -> None:
+        while True:
+            item = jobs.get()
+            if item is None:
+                return
+            job, done = item
+            try:
+                result: Any = job()
+            except BaseException as error:  # handed to the hub thread, which decides
+                result = error
+            with self._lock:
+                # Checked under the lock close() holds while closing the pipe, so a
+                # late result is never written to a descriptor number reused since.
+                if self._closed:
+                    return
+                self._results.append((done, result))
+                os.write(self._write_fd, b"x")
+
+    def _on_readable(self) -> None:
+        try:
+            while os.read(self._read_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self._results:
+            done, result = self._results.popleft()
+            done(result)
+
+    def close(self) -> None:
+        """Stop taking jobs; threads end after their current long poll."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for jobs in self._jobs.values():
+                jobs.put(None)
+            try:
+                self._hub.remove_reader(self._read_fd)
+            except Exception:  # the hub may already be closed at shutdown
+                logger.debug("hub reader already gone")
+            pending = list(self._results)
+            self._results.clear()
+            os.close(self._read_fd)
+            os.close(self._write_fd)
+        for done, result in pending:
+            done(result)

@@ -1,0 +1,41 @@
+"""AWS error codes, classified once: transient (retry), or one of the kit's typed errors."""
+
+from __future__ import annotations
+
+from botocore.exceptions import ClientError
+
+from runtime.errors import CredentialsError, QueueAccessDenied, QueueNotFound, TransportError
+
+_ACCESS = {"AccessDenied", "AccessDeniedException", "AuthorizationError",
+           "KMS.AccessDeniedException", "KmsAccessDenied"}
+_MISSING = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist",
+            "NonExistentQueue"}
+_CREDENTIALS = {"ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId",
+                "UnrecognizedClientException", "RequestExpired", "SignatureDoesNotMatch"}
+TRANSIENT = {"RequestThrottled", "ThrottlingException", "Throttling",
+             "AWS.SimpleQueueService.RequestThrottled", "ServiceUnavailable",
+             "InternalError", "InternalFailure", "KmsThrottled", "KMS.ThrottlingException"}
+
+
+def error_code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "") or ""
+
+
+def is_transient(error: BaseException) -> bool:
+    if isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return error_code(error) in TRANSIENT or status >= 500
+    return isinstance(error, (OSError, TimeoutError))
+
+
+def typed_error(error: ClientError, *, queue: str, action: str) -> TransportError | None:
+    """The kit's error for a permanent failure, or ``None`` when retrying may help."""
+    code = error_code(error)
+    message = error.response.get("Error", {}).get("Message", "")
+    if code in _ACCESS or (not code and "not authorized" in message):
+        return QueueAccessDenied(queue, action, code or "AccessDenied")
+    if code in _MISSING:
+        return QueueNotFound(queue, action, code)
+    if code in _CREDENTIALS:
+        return CredentialsError(queue, action, code)
+    return None
