@@ -142,9 +142,15 @@ class CeleryQueue(Construct):
         )
 
     def grant_consume(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Receive, delete, extend visibility and read attributes; decrypt. Nothing else:
-        no GetQueueUrl, ListQueues or CreateQueue (workers use predefined URLs)."""
+        """Receive, delete, extend visibility and read attributes; decrypt. Plus
+        SendMessage to the DLQ alone, so a worker can move a poison or rejected
+        message there instead of losing it. Nothing else: no GetQueueUrl,
+        ListQueues or CreateQueue (workers use predefined URLs)."""
         self.encryption_key.grant(grantee, *CONSUME_KEY_ACTIONS)
+        if self.dead_letter_queue is not None:
+            self.encryption_key.grant(grantee, *SEND_KEY_ACTIONS)
+            iam.Grant.add_to_principal(grantee=grantee, actions=list(SEND_ACTIONS),
+                                       resource_arns=[self.dead_letter_queue.queue_arn])
         return iam.Grant.add_to_principal(grantee=grantee, actions=list(CONSUME_ACTIONS),
                                           resource_arns=[self.queue.queue_arn])
 

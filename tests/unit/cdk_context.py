@@ -1,0 +1,21 @@
+"""Spec contexts for stack tests: the shipped cdk.json block and an STS variant."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_context() -> dict:
+    return json.loads((ROOT / "cdk.json").read_text())["context"]["celery_sqs_kit"]
+
+
+def sts_context() -> dict:
+    ctx = copy.deepcopy(default_context())
+    ctx["sts"] = {"enabled": True, "token_timeout": 1800, "max_session_duration": 7200,
+                  "external_id": "fleet-ext-id"}
+    ctx["queues"][1]["dedicated_role"] = True
+    return ctx
