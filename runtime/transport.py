@@ -103,6 +103,11 @@ class Channel(SQS.Channel):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Read now: kombu clears channel.connection during close(), before the
+        # final acks and releases are sent, and these all go through it.
+        self._credentials = self.connection.credentials_for(self)
+        for option in ("queue_name_prefix", "visibility_timeout", "wait_time_seconds", "region"):
+            getattr(self, option)
         self._closing = False
         self._receive_failures: dict[str, int] = {}
         self._releases: list[Held] = []
@@ -111,6 +116,10 @@ class Channel(SQS.Channel):
         self.keeper = VisibilityKeeper(self.sqs)
 
     # options, each with its default in one place ---------------------------------
+    @cached_property
+    def transport_options(self) -> dict[str, Any]:
+        return self.connection.client.transport_options
+
     @cached_property
     def ack_flush_delay(self) -> float:
         return float(self.transport_options.get("ack_flush_delay", 0.1))
@@ -133,7 +142,7 @@ class Channel(SQS.Channel):
     def sqs(self, queue: str | None = None) -> BaseClient:
         role = self._queue_option(queue, "sts_role_arn") or \
             self.transport_options.get("sts_role_arn")
-        return self.connection.credentials_for(self).client("sqs", role)
+        return self._credentials.client("sqs", role)
 
     # receive -----------------------------------------------------------------------
     @property
@@ -166,8 +175,8 @@ class Channel(SQS.Channel):
             self._on_receive_error(qname, result, callback)
             return
         self._receive_failures.pop(qname, None)
-        deliver = self.connection._callbacks.get(qname)
-        if deliver is None or self._closing:
+        deliver = None if self._closing else self.connection._callbacks.get(qname)
+        if deliver is None:
             self.keeper.release_entries([self._held(qname, q_url, m) for m in result])
             result = []
         delivered = 0
@@ -308,15 +317,19 @@ class Channel(SQS.Channel):
         if self._closing:
             return
         self._closing = True
-        try:
-            super().close()  # cancels consumers; unacked messages come back via _restore
-            self._flush_releases()
-            self.keeper.release_all()
-        finally:
-            if self._receiver is not None:
-                self._receiver.close()
-            self.batcher.close()
-            self.keeper.close()
+        steps = [
+            super().close,  # cancels consumers; unacked messages come back via _restore
+            self._flush_releases,
+            self.keeper.release_all,
+            *([self._receiver.close] if self._receiver is not None else []),
+            self.batcher.close,  # the last acks
+            self.keeper.close,
+        ]
+        for step in steps:
+            try:
+                step()
+            except Exception:  # every step must run: a failed release must not cost an ack
+                logger.exception("closing the SQS channel: %s failed", step.__name__)
 
 
 class Transport(SQS.Transport):

@@ -10,10 +10,11 @@ import sys
 import boto3
 import pytest
 
-from local_aws.celery_worker import CeleryWorker, role_environment
+from local_aws.celery_worker import CeleryWorker
 from local_aws.moto_server import REGION
 from local_aws.stage import PROJECT_ROOT
 from runtime.render import main as render_main
+from tests.integration.fleet import create_queue, sqs_client, worker_document, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -30,43 +31,20 @@ def mul(x, y):
 
 @pytest.fixture(scope="module")
 def deployed(moto, tmp_path_factory):
-    """Queues and a result table made the way the stack makes them, and their document."""
+    """Two queues (standard and FIFO) and a result table, and their document."""
     work = tmp_path_factory.mktemp("worker")
-    session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test",
-                            region_name=REGION)
-    sqs = session.client("sqs", endpoint_url=moto.endpoint_url)
-    queues = {}
-    for name in ("work", "jobs.fifo"):
-        fifo = name.endswith(".fifo")
-        dlq_name = name.replace(".fifo", "-dlq.fifo") if fifo else f"{name}-dlq"
-        attrs = {"FifoQueue": "true"} if fifo else {}
-        dlq_url = sqs.create_queue(QueueName=dlq_name, Attributes=attrs)["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-            "Attributes"]["QueueArn"]
-        url = sqs.create_queue(QueueName=name, Attributes={
-            **attrs, "VisibilityTimeout": "120", "ReceiveMessageWaitTimeSeconds": "1",
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3})})[
-            "QueueUrl"]
-        queues[name] = {
-            "url": url, "arn": f"arn:aws:sqs:{REGION}:123456789012:{name}", "fifo": fifo,
-            "visibility_timeout": 120, "wait_time_seconds": 1, "task_time_limit": 30,
-            "max_countdown": 0,
-            "dead_letter_queue": {"url": dlq_url, "arn": dlq_arn, "max_receive_count": 3},
-            "backoff_policy": {}, "backoff_tasks": [], "routes": [],
-        }
-    session.client("dynamodb", endpoint_url=moto.endpoint_url).create_table(
+    sqs = sqs_client(moto.endpoint_url)
+    queues = {name: create_queue(sqs, name, visibility=120, wait=1)
+              for name in ("work", "jobs.fifo")}
+    boto3.client("dynamodb", endpoint_url=moto.endpoint_url, region_name=REGION,
+                 aws_access_key_id="test", aws_secret_access_key="test").create_table(
         TableName="results", BillingMode="PAY_PER_REQUEST",
         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
-    document = {"schema": "celery-sqs-kit/worker-config", "version": 1, "region": REGION,
-                "default_queue": "work", "queues": queues,
-                "result_backend": {"table": "results", "ttl_seconds": 3600}}
+    document = worker_document(queues, default_queue="work", result_table="results")
     (work / "worker-config.json").write_text(json.dumps(document))
     (work / "itasks.py").write_text(TASKS.format(config="celeryconfig"))
-    env = role_environment(work, {"AWS_ENDPOINT_URL": moto.endpoint_url,
-                                  "AWS_DEFAULT_REGION": REGION,
-                                  "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"})
-    return work, document, env
+    return work, document, worker_env(work, moto.endpoint_url)
 
 
 def run_client(work, env, code: str) -> subprocess.CompletedProcess:
