@@ -1,0 +1,1 @@
+"""Benchmark: stock kombu SQS vs the bundled transport, same emulator, same run."""

@@ -1,0 +1,230 @@
+"""One benchmark setting (transport x pool) measured in separate passes, each on a
+fresh fauxqs: throughput with nothing between worker and emulator, latency at a
+steady publish rate, requests counted at the wire through proxies, idle cost."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+
+from local_aws.celery_worker import CeleryWorker, role_environment
+from local_aws.counting_proxy import CountingProxy
+from local_aws.fauxqs import FauxqsServer
+from local_aws.moto_server import REGION
+from runtime.celery_settings import BUNDLED_PREFETCH
+from runtime.render import main as render_main
+
+BENCH_DIR = Path(__file__).resolve().parent
+QUEUE = "bench"
+KEYS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
+PUBLISHER = '''
+import sys, time
+from benchtasks import noop
+count, pace = int(sys.argv[1]), float(sys.argv[2])
+for _ in range(count):
+    noop.delay(time.time())
+    if pace:
+        time.sleep(pace)
+'''
+
+
+@dataclass
+class Setting:
+    transport: str  # "stock" or "kit"
+    pool: str
+    concurrency: int
+
+
+@dataclass
+class Figures:
+    setting: Setting
+    tasks: int = 0
+    tasks_per_s: float = 0.0
+    publish_per_s: float = 0.0
+    latency_p50_ms: float = 0.0
+    latency_p95_ms: float = 0.0
+    rss_mb: float = 0.0
+    publish_requests: dict[str, int] = field(default_factory=dict)
+    consume_requests: dict[str, int] = field(default_factory=dict)
+    counted_tasks: int = 0
+    idle_requests_per_queue_hour: float = 0.0
+
+    def as_result(self) -> dict:
+        by_action: dict[str, float] = {}
+        for side in (self.publish_requests, self.consume_requests):
+            for action, n in side.items():
+                by_action[action] = by_action.get(action, 0) + n / max(self.counted_tasks, 1)
+        return {
+            "transport": self.setting.transport, "pool": self.setting.pool,
+            "concurrency": self.setting.concurrency, "tasks": self.tasks,
+            "tasks_per_s": round(self.tasks_per_s, 1),
+            "requests_per_task": round(sum(by_action.values()), 3),
+            "requests_by_action": {k: round(v, 3) for k, v in sorted(by_action.items())},
+            "publish_requests_per_task": round(
+                sum(self.publish_requests.values()) / max(self.counted_tasks, 1), 3),
+            "consume_requests_per_task": round(
+                sum(self.consume_requests.values()) / max(self.counted_tasks, 1), 3),
+            "latency_p50_ms": round(self.latency_p50_ms, 1),
+            "latency_p95_ms": round(self.latency_p95_ms, 1),
+            "rss_mb": round(self.rss_mb, 1),
+            "idle_requests_per_queue_hour": round(self.idle_requests_per_queue_hour),
+            "publish_per_s": round(self.publish_per_s, 1),
+        }
+
+
+class Stage:
+    """A fresh fauxqs with the bench queue, and a worker directory rendered for it."""
+
+    def __init__(self, work: Path, setting: Setting, *, wait: int = 20) -> None:
+        self.work = work
+        self.setting = setting
+        self.wait = wait
+        self.server = FauxqsServer(log_path=work / "fauxqs.log")
+        self.record = work / "record.txt"
+
+    def __enter__(self) -> Stage:
+        if self.work.exists():
+            shutil.rmtree(self.work)
+        self.work.mkdir(parents=True)
+        self.server.start()
+        sqs = boto3.client("sqs", endpoint_url=self.server.endpoint_url, region_name=REGION,
+                           aws_access_key_id="bench", aws_secret_access_key="bench")
+        dlq = sqs.create_queue(QueueName=f"{QUEUE}-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])[
+            "Attributes"]["QueueArn"]
+        url = sqs.create_queue(QueueName=QUEUE, Attributes={
+            "VisibilityTimeout": "1800", "ReceiveMessageWaitTimeSeconds": str(self.wait),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
+                                         "maxReceiveCount": 5})})["QueueUrl"]
+        document = {"schema": "celery-sqs-kit/worker-config", "version": 1, "region": REGION,
+                    "default_queue": QUEUE, "queues": {QUEUE: {
+                        "url": url, "arn": f"arn:aws:sqs:{REGION}:000000000000:{QUEUE}",
+                        "fifo": False, "visibility_timeout": 1800,
+                        "wait_time_seconds": self.wait, "task_time_limit": 600,
+                        "max_countdown": 0,
+                        "dead_letter_queue": {"url": dlq, "arn": dlq_arn, "max_receive_count": 5},
+                        "backoff_policy": {}, "backoff_tasks": [], "routes": []}}}
+        (self.work / "worker-config.json").write_text(json.dumps(document))
+        transport = "bundled" if self.setting.transport == "kit" else "stock"
+        render_main(["--config", str(self.work / "worker-config.json"),
+                     "--out", str(self.work / "celeryconfig.py"), "--transport", transport])
+        # Same Celery app for both transports: stock gets the kit's prefetch window
+        # (its rendered default of 1 is safer for it, and slower).
+        with open(self.work / "celeryconfig.py", "a") as config:
+            config.write(f"worker_prefetch_multiplier = {BUNDLED_PREFETCH}\n")
+        shutil.copy(BENCH_DIR / "tasks.py", self.work / "benchtasks.py")
+        self.record.touch()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop()
+
+    def env(self, endpoint_url: str) -> dict[str, str]:
+        return role_environment(self.work, {"AWS_ENDPOINT_URL": endpoint_url,
+                                            "AWS_DEFAULT_REGION": REGION, **KEYS,
+                                            "KIT_BENCH_RECORD": str(self.record)})
+
+    def publish(self, count: int, endpoint_url: str, pace: float = 0.0) -> float:
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-c", PUBLISHER, str(count), str(pace)],
+                       cwd=self.work, env=self.env(endpoint_url), check=True, timeout=900)
+        return time.monotonic() - started
+
+    @contextmanager
+    def worker(self, endpoint_url: str, name: str) -> Iterator[CeleryWorker]:
+        w = CeleryWorker("benchtasks", self.env(endpoint_url), self.work / f"{name}.log",
+                         pool=self.setting.pool, concurrency=self.setting.concurrency)
+        with w:
+            yield w
+
+    def records(self) -> list[tuple[float, float]]:
+        return [tuple(map(float, line.split())) for line in
+                self.record.read_text().splitlines() if line.strip()]
+
+    def wait_for_records(self, count: int, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.record.read_text().splitlines()) >= count:
+                return time.monotonic()
+            time.sleep(0.05)
+        raise TimeoutError(f"{len(self.records())}/{count} tasks ran within {timeout:.0f} s")
+
+
+def tree_rss_mb(pid: int) -> float:
+    """RSS of a process and its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo.extend(children.get(p, []))
+        try:
+            with open(f"/proc/{p}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def measure(setting: Setting, work: Path, *, tasks: int, counted_tasks: int,
+            latency_tasks: int, idle_seconds: float, log=print) -> Figures:
+    figures = Figures(setting, tasks=tasks, counted_tasks=counted_tasks)
+    name = f"{setting.transport}/{setting.pool}"
+
+    with Stage(work / "throughput", setting) as stage:  # nothing between worker and emulator
+        figures.publish_per_s = tasks / stage.publish(tasks, stage.server.endpoint_url)
+        with stage.worker(stage.server.endpoint_url, "worker") as w:
+            started = time.monotonic()
+            finished = stage.wait_for_records(tasks, timeout=1200)
+            figures.tasks_per_s = tasks / (finished - started)
+            figures.rss_mb = tree_rss_mb(w._process.pid)
+    log(f"  {name}: {figures.tasks_per_s:.1f} tasks/s consuming {tasks}")
+
+    with Stage(work / "latency", setting) as stage:  # a running worker, a steady publish rate
+        with stage.worker(stage.server.endpoint_url, "worker"):
+            stage.publish(latency_tasks, stage.server.endpoint_url, pace=0.02)
+            stage.wait_for_records(latency_tasks, timeout=300)
+        latencies = sorted((start - sent) * 1000 for sent, start in stage.records())
+        figures.latency_p50_ms = statistics.median(latencies)
+        figures.latency_p95_ms = latencies[int(0.95 * (len(latencies) - 1))]
+    log(f"  {name}: latency p50 {figures.latency_p50_ms:.1f} ms, p95 {figures.latency_p95_ms:.1f} ms")
+
+    with Stage(work / "requests", setting) as stage, \
+            CountingProxy(stage.server.endpoint_url) as publisher, \
+            CountingProxy(stage.server.endpoint_url) as consumer:
+        stage.publish(counted_tasks, publisher.endpoint_url)
+        with stage.worker(consumer.endpoint_url, "worker"):
+            stage.wait_for_records(counted_tasks, timeout=600)
+            time.sleep(1.0)  # let the last acks leave
+        figures.publish_requests = publisher.counts()
+        figures.consume_requests = consumer.counts()
+    log(f"  {name}: requests publish {figures.publish_requests} consume {figures.consume_requests}")
+
+    with Stage(work / "idle", setting) as stage, CountingProxy(stage.server.endpoint_url) as proxy:
+        with stage.worker(proxy.endpoint_url, "worker"):
+            proxy.reset()  # start-up polls are not idle cost
+            time.sleep(idle_seconds)
+            receives = proxy.counts().get("ReceiveMessage", 0)
+        figures.idle_requests_per_queue_hour = receives * 3600 / idle_seconds
+    log(f"  {name}: idle {figures.idle_requests_per_queue_hour:.0f} receives per queue-hour")
+    return figures

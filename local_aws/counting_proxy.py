@@ -1,0 +1,130 @@
+"""A loopback HTTP proxy that counts SQS requests by action, at the wire.
+
+Both sides of a comparison (stock kombu and the bundled transport, publisher
+and worker) point ``AWS_ENDPOINT_URL`` at it, so every request is counted the
+same way. It changes timing (see BENCHMARKS.md), so throughput is measured in
+a separate pass without it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from local_aws.ports import free_port
+
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+               "proxy-authorization", "proxy-authenticate"}
+
+
+def action_of(headers, body: bytes) -> str:
+    target = headers.get("X-Amz-Target", "")
+    if target:
+        return target.rsplit(".", 1)[-1]
+    if body:
+        actions = parse_qs(body.decode("utf-8", "replace")).get("Action")
+        if actions:
+            return actions[0]
+    return "unknown"
+
+
+class CountingProxy:
+    """``with CountingProxy(upstream) as proxy: proxy.endpoint_url; proxy.counts()``."""
+
+    def __init__(self, upstream: str) -> None:
+        parts = urlsplit(upstream)
+        self._upstream = (parts.hostname, parts.port or 80)
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self.port = free_port()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as clients expect
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                self._forward()
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._forward()
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                proxy._count(action_of(self.headers, body))
+                upstream = proxy._connection()
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                try:
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    response = upstream.getresponse()
+                    data = response.read()
+                except (OSError, http.client.HTTPException):
+                    proxy._drop_connection()
+                    try:
+                        self.send_error(502)
+                    except OSError:  # the client is gone too (shutdown)
+                        pass
+                    return
+                self.send_response(response.status, response.reason)
+                for key, value in response.getheaders():
+                    if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                """Silent: request lines carry signed headers."""
+
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address) -> None:
+                """Clients dropping connections at shutdown are not errors here."""
+
+        self._server = Server(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self._local = threading.local()
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = http.client.HTTPConnection(*self._upstream, timeout=60)
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _count(self, action: str) -> None:
+        with self._lock:
+            self._counts[action] += 1
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+    def start(self) -> CountingProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> CountingProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
