@@ -1,4 +1,6 @@
-"""A loopback HTTP proxy that counts SQS requests by action, at the wire.
+"""A loopback HTTP proxy that counts SQS requests by action, at the wire, and can
+answer the next N requests of an action with an error (throttling, 5xx,
+AccessDenied) for fault tests.
 
 Both sides of a comparison (stock kombu and the bundled transport, publisher
 and worker) point ``AWS_ENDPOINT_URL`` at it, so every request is counted the
@@ -9,6 +11,7 @@ a separate pass without it.
 from __future__ import annotations
 
 import http.client
+import json
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +42,7 @@ class CountingProxy:
         self._upstream = (parts.hostname, parts.port or 80)
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
+        self._faults: dict[str, list[tuple[int, str]]] = {}
         self.port = free_port()
         proxy = self
 
@@ -53,7 +57,20 @@ class CountingProxy:
 
             def _forward(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                proxy._count(action_of(self.headers, body))
+                action = action_of(self.headers, body)
+                proxy._count(action)
+                fault = proxy._take_fault(action)
+                if fault is not None:
+                    status, code = fault
+                    payload = json.dumps({"__type": f"com.amazonaws.sqs#{code}",
+                                          "message": f"injected {code}"}).encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/x-amz-json-1.0")
+                    self.send_header("x-amzn-query-error", f"{code};Sender")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
                 upstream = proxy._connection()
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
                 try:
@@ -106,6 +123,16 @@ class CountingProxy:
     def _count(self, action: str) -> None:
         with self._lock:
             self._counts[action] += 1
+
+    def inject(self, action: str, count: int, status: int, code: str) -> None:
+        """Answer the next ``count`` requests of ``action`` with ``status`` and ``code``."""
+        with self._lock:
+            self._faults.setdefault(action, []).extend([(status, code)] * count)
+
+    def _take_fault(self, action: str) -> tuple[int, str] | None:
+        with self._lock:
+            pending = self._faults.get(action)
+            return pending.pop(0) if pending else None
 
     def counts(self) -> dict[str, int]:
         with self._lock:

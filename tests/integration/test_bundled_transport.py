@@ -7,86 +7,17 @@ from __future__ import annotations
 import base64
 import json
 import time
-import uuid
 
 import pytest
 
 from local_aws.celery_worker import CeleryWorker
-from tests.integration.fleet import (create_queue, prepare_worker_dir, queue_counts, sqs_client,
-                                     worker_document, worker_env)
+from tests.integration.fleet import lines, publish, queue_counts, recording_fleet, wait_for
 
 pytestmark = pytest.mark.integration
 
-TASKS = '''
-import os, time
-from celery import Celery
-from celery.exceptions import Reject
-
-app = Celery("ttasks")
-app.config_from_object("celeryconfig")
-
-
-def record(*fields):
-    with open(os.environ["KIT_TEST_RUNS"], "a") as runs:
-        runs.write(" ".join(map(str, fields)) + "\\n")
-
-
-@app.task
-def slow(tag, seconds):
-    record("slow", tag)
-    time.sleep(seconds)
-
-
-@app.task
-def quick(tag):
-    record("quick", tag)
-
-
-@app.task
-def refuse(tag):
-    record("refuse", tag)
-    raise Reject(reason="not today", requeue=False)
-'''
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 @pytest.fixture
 def fleet(moto, tmp_path):
-    """A fresh queue (unique name) and a worker directory for the bundled transport."""
-    sqs = sqs_client(moto.endpoint_url)
-
-    def make(visibility: int, wait: int = 1):
-        name = f"t{uuid.uuid4().hex[:10]}"
-        queue = create_queue(sqs, name, visibility=visibility, wait=wait)
-        prepare_worker_dir(tmp_path, worker_document({name: queue}, default_queue=name),
-                           transport="bundled", tasks_module="ttasks", tasks_source=TASKS)
-        runs = tmp_path / "runs.txt"
-        runs.touch()
-        env = worker_env(tmp_path, moto.endpoint_url, KIT_TEST_RUNS=str(runs))
-        return sqs, queue, env, runs
-
-    return make
-
-
-def publish(env, code: str, cwd) -> None:
-    import subprocess
-    import sys
-    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-
-
-def lines(runs) -> list[str]:
-    return runs.read_text().splitlines()
+    return lambda **kw: recording_fleet(moto.endpoint_url, moto.endpoint_url, tmp_path, **kw)
 
 
 def test_a_task_running_three_visibility_timeouts_runs_exactly_once(fleet, tmp_path):
