@@ -50,6 +50,7 @@ class VisibilityKeeper:
         self._clock = clock
         self._lock = threading.Lock()
         self._held: dict[str, Held] = {}
+        self._shortest = float("inf")
         self._ticker = Ticker("kit-sqs-visibility", self._tick, interval=MAX_TICK)
         self.extensions = 0
         self.requests = 0
@@ -59,7 +60,12 @@ class VisibilityKeeper:
         with self._lock:
             self._held[tag] = Held(queue, url, tag, visibility_timeout, now,
                                    now + visibility_timeout)
-        self._ticker.wake()
+            # The thread only needs waking when this window is shorter than any it
+            # is already ticking for; waking it per message costs a scan each time.
+            wake = visibility_timeout < self._shortest
+            self._shortest = min(self._shortest, visibility_timeout)
+        if wake:
+            self._ticker.wake()
 
     def forget(self, tag: str) -> Held | None:
         with self._lock:

@@ -1,0 +1,106 @@
+"""The bundled transport at the wire, on fauxqs, every request counted by a proxy
+between the worker and the emulator: batched deletes flushed on SIGTERM, no
+control-plane calls, idle cost, and throttling, 5xx and AccessDenied handling."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from local_aws.celery_worker import CeleryWorker
+from local_aws.counting_proxy import CountingProxy
+from local_aws.fauxqs import FauxqsServer
+from tests.integration.fleet import lines, publish, queue_counts, recording_fleet, wait_for
+
+pytestmark = pytest.mark.integration
+
+CONTROL_PLANE = {"ListQueues", "GetQueueUrl", "CreateQueue", "GetQueueAttributes",
+                 "SetQueueAttributes", "DeleteQueue", "PurgeQueue"}
+
+
+@pytest.fixture(scope="module")
+def fauxqs(tmp_path_factory):
+    with FauxqsServer(log_path=tmp_path_factory.mktemp("fauxqs") / "fauxqs.log") as server:
+        yield server
+
+
+@pytest.fixture
+def proxy(fauxqs):
+    with CountingProxy(fauxqs.endpoint_url) as counting:
+        yield counting
+
+
+@pytest.fixture
+def fleet(fauxqs, proxy, tmp_path):
+    """Queues made directly; the worker (and publisher) go through the proxy."""
+    return lambda **kw: recording_fleet(fauxqs.endpoint_url, proxy.endpoint_url, tmp_path, **kw)
+
+
+def test_acks_are_batched_and_the_rest_is_flushed_on_sigterm(fleet, proxy, tmp_path):
+    sqs, queue, env, runs = fleet(visibility=60, extra_config=(
+        "broker_transport_options['ack_flush_delay'] = 120\n"))  # only full batches, or shutdown
+    publish(env, "from ttasks import quick\n[quick.delay(i) for i in range(25)]", tmp_path)
+    worker = CeleryWorker("ttasks", env, tmp_path / "worker.log", pool="threads",
+                          concurrency=2).start()
+    try:
+        wait_for(lambda: len(lines(runs)) == 25, 30, "25 tasks to run")
+        wait_for(lambda: queue_counts(sqs, queue["url"]) == (0, 5), 10,
+                 "two full batches deleted, five acks waiting")
+    finally:
+        assert worker.stop() == 0  # SIGTERM
+    assert queue_counts(sqs, queue["url"]) == (0, 0)
+    counts = proxy.counts()
+    assert counts.get("DeleteMessageBatch") == 3
+    assert "DeleteMessage" not in counts
+
+
+def test_a_worker_with_predefined_queues_makes_no_control_plane_call(fleet, proxy, tmp_path):
+    _sqs, _queue, env, runs = fleet(visibility=60)
+    with CeleryWorker("ttasks", env, tmp_path / "worker.log", pool="prefork", concurrency=2):
+        publish(env, "from ttasks import quick\n[quick.delay(i) for i in range(12)]", tmp_path)
+        wait_for(lambda: len(lines(runs)) == 12, 30, "12 tasks to run")
+    counts = proxy.counts()
+    assert CONTROL_PLANE.isdisjoint(counts), counts
+    assert set(counts) <= {"SendMessage", "ReceiveMessage", "DeleteMessageBatch",
+                           "ChangeMessageVisibilityBatch"}, counts
+
+
+def test_an_idle_worker_polls_once_per_wait_time(fleet, proxy, tmp_path):
+    _sqs, _queue, env, _runs = fleet(visibility=60, wait=2)
+    with CeleryWorker("ttasks", env, tmp_path / "worker.log", pool="threads", concurrency=1):
+        proxy.reset()
+        idle = 9.0
+        time.sleep(idle)
+        receives = proxy.counts().get("ReceiveMessage", 0)
+    # one long poll per wait time, no extra polling interval: at 20 s, 180 an hour
+    assert 1 <= receives <= math.ceil(idle / 2) + 1
+
+
+def test_throttled_and_failing_receives_are_retried_and_lose_nothing(fleet, proxy, tmp_path):
+    _sqs, _queue, env, runs = fleet(visibility=60)
+    publish(env, "from ttasks import quick\n[quick.delay(i) for i in range(10)]", tmp_path)
+    proxy.inject("ReceiveMessage", 3, 400, "ThrottlingException")
+    proxy.inject("ReceiveMessage", 2, 503, "ServiceUnavailable")
+    proxy.inject("DeleteMessageBatch", 2, 400, "ThrottlingException")
+    with CeleryWorker("ttasks", env, tmp_path / "worker.log", pool="threads", concurrency=2):
+        wait_for(lambda: len(lines(runs)) >= 10, 60, "all tasks despite the faults")
+        time.sleep(1)
+    assert sorted(lines(runs)) == sorted(f"quick {i}" for i in range(10))
+
+
+def test_access_denied_on_publish_is_a_typed_error_naming_queue_and_fix(fleet, proxy, tmp_path):
+    _sqs, queue_entry, env, _runs = fleet(visibility=60)
+    proxy.inject("SendMessage", 1, 403, "AccessDenied")
+    script = ("from ttasks import quick\n"
+              "from runtime.errors import QueueAccessDenied\n"
+              "try:\n    quick.delay(1)\n"
+              "except QueueAccessDenied as error:\n    print(type(error).__name__, error)\n")
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    queue = queue_entry["url"].rsplit("/", 1)[-1]
+    assert out.startswith(f"QueueAccessDenied SendMessage on queue '{queue}' failed: AccessDenied")
+    assert "role policy" in out
