@@ -78,5 +78,7 @@ class WorkerRoles(Construct):
     def _trust(self, service: iam.ServicePrincipal) -> iam.IPrincipal:
         if not self._extra:
             return service
-        # One statement naming both: the shape the emulator evaluates correctly.
+        # The service plus exact ARNs (never an account root, which moto does not
+        # match to a user); CDK renders a statement per principal, which moto 5.2 and
+        # AWS both evaluate as "any of these may assume".
         return iam.CompositePrincipal(service, *(iam.ArnPrincipal(a) for a in self._extra))
