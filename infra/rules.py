@@ -153,9 +153,11 @@ def check_queue(prefix: str, *, name: Any, fifo: bool, visibility_timeout: Any,
                 receive_wait_time: Any, retention_period: Any, max_message_size_bytes: Any,
                 dead_letter_queue: bool, max_receive_count: Any, dead_letter_retention_period: Any,
                 backoff_policy: Mapping[int, int], task_time_limit: Any, max_countdown: Any,
-                unresolved: Unresolved = never_unresolved) -> None:
-    """Every per-queue rule, in the order a user would fix them."""
-    check_queue_name(f"{prefix}name", name, fifo=fifo, dead_letter_queue=dead_letter_queue)
+                unresolved: Unresolved = never_unresolved, name_field: str = "name") -> None:
+    """Every per-queue rule, in the order a user would fix them. ``name_field`` is what
+    the caller calls the name (the spec's ``name``, the construct's ``queue_name``)."""
+    check_queue_name(f"{prefix}{name_field}", name, fifo=fifo,
+                     dead_letter_queue=dead_letter_queue)
     check_range(f"{prefix}visibility_timeout", visibility_timeout, 0, MAX_VISIBILITY_TIMEOUT,
                 "seconds", unresolved)
     check_range(f"{prefix}receive_wait_time", receive_wait_time, 0, MAX_WAIT_TIME, "seconds",

@@ -59,6 +59,7 @@ the first broken rule raises :class:`runtime.errors.SpecError`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
@@ -68,6 +69,8 @@ from infra import rules
 from runtime.errors import SpecError
 
 CONTEXT_KEY = "celery_sqs_kit"
+_STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
+_PARAMETER_NAME = re.compile(r"^[A-Za-z0-9_./-]{1,1011}$")
 EXTRA_PRINCIPALS_CONTEXT_KEY = "celery_sqs_kit:extra_trusted_principals"
 """A ``-c`` override so a local run can add its operator without editing cdk.json."""
 
@@ -134,6 +137,8 @@ def load_spec(context: Mapping[str, Any] | None,
 
     ``extra_trusted_principals`` is the raw ``-c`` override (comma-separated ARNs).
     """
+    if context is not None and not isinstance(context, Mapping):
+        raise SpecError(CONTEXT_KEY, "must be a mapping of spec fields", context)
     raw = dict(context or {})
     if extra_trusted_principals:
         raw["extra_trusted_principals"] = [
@@ -148,6 +153,12 @@ def load_spec(context: Mapping[str, Any] | None,
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise SpecError(f"{CONTEXT_KEY}.queues", "must have unique names", duplicates)
+    dead_letter_names = {rules.dead_letter_queue_name(q.name) for q in queues
+                         if q.dead_letter_queue}
+    clashing = sorted(dead_letter_names & set(names))
+    if clashing:
+        raise SpecError(f"{CONTEXT_KEY}.queues",
+                        "must not name a queue like another queue's dead-letter queue", clashing)
 
     first = queues[0]
     for q in queues[1:]:
@@ -157,6 +168,10 @@ def load_spec(context: Mapping[str, Any] | None,
                             f"({first.receive_wait_time}): the runtime long-polls every queue "
                             "with one wait_time_seconds", q.receive_wait_time)
     stack_name = _typed(CONTEXT_KEY, raw, "stack_name", str, "CelerySqsKit")
+    if not _STACK_NAME.match(stack_name):
+        raise SpecError(f"{CONTEXT_KEY}.stack_name", "must start with a letter and contain only "
+                        "letters, digits and '-', at most 128 characters (CloudFormation rule)",
+                        stack_name)
     default_queue = _typed(CONTEXT_KEY, raw, "default_queue", str, queues[0].name)
     if default_queue not in names:
         raise SpecError(f"{CONTEXT_KEY}.default_queue", f"must name one of the queues {names}",
@@ -168,6 +183,14 @@ def load_spec(context: Mapping[str, Any] | None,
                 raise SpecError(f"queues[{q.name}].dedicated_role",
                                 "needs sts.enabled (a dedicated role is assumed through STS)",
                                 True)
+    parameter_name = _typed(CONTEXT_KEY, raw, "config_parameter_name", str,
+                            f"/celery-sqs-kit/{stack_name}/worker-config")
+    if not _PARAMETER_NAME.match(parameter_name) or \
+            parameter_name.lstrip("/").lower().startswith(("aws", "ssm")):
+        raise SpecError(f"{CONTEXT_KEY}.config_parameter_name",
+                        "must be an SSM parameter name: letters, digits and _.-/ only, at most "
+                        "1011 characters, not starting with 'aws' or 'ssm' (SSM rule)",
+                        parameter_name)
     principals = _typed(CONTEXT_KEY, raw, "extra_trusted_principals", list, [])
     for i, arn in enumerate(principals):
         if not isinstance(arn, str) or not arn.startswith("arn:") or ":iam::" not in arn:
@@ -181,8 +204,7 @@ def load_spec(context: Mapping[str, Any] | None,
         sts=sts,
         result_backend=_result(raw.get("result_backend", {})),
         endpoint_url=_typed(CONTEXT_KEY, raw, "endpoint_url", (str, type(None)), None),
-        config_parameter_name=_typed(CONTEXT_KEY, raw, "config_parameter_name", str,
-                                     f"/celery-sqs-kit/{stack_name}/worker-config"),
+        config_parameter_name=parameter_name,
         extra_trusted_principals=tuple(principals),
     )
 

@@ -90,6 +90,7 @@ class CeleryQueue(Construct):
             task_time_limit=task_time_limit.to_seconds(),
             max_countdown=max_countdown.to_seconds(),
             unresolved=Token.is_unresolved,
+            name_field="queue_name",
         )
         if content_based_deduplication and not fifo:
             raise SpecError("content_based_deduplication", "applies to FIFO queues only",

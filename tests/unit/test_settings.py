@@ -232,13 +232,8 @@ def test_sts_spec_with_dedicated_role_loads():
     assert spec.queue("reports").dedicated_role
 
 
-# Known gaps in infra/settings.py. Strict: each turns into a failure once fixed,
-# so the marker gets removed together with the bug.
+# Bugs found by these tests, fixed in infra/settings.py.
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG infra/settings.py load_spec: a queue name equal to another queue's DLQ name "
-    "('celery' + 'celery-dlq') is accepted; the stack then declares two SQS queues "
-    "named 'celery-dlq'"))
 def test_queue_named_like_another_queues_dlq_is_rejected():
     try:
         load_spec({"queues": [{"name": "celery"}, {"name": "celery-dlq"}]})
@@ -248,9 +243,6 @@ def test_queue_named_like_another_queues_dlq_is_rejected():
         raise AssertionError("load_spec accepted a queue colliding with a DLQ name")
 
 
-@pytest.mark.xfail(strict=True, raises=(ValueError, TypeError), reason=(
-    "BUG infra/settings.py load_spec: `dict(context or {})` turns a non-mapping "
-    "celery_sqs_kit block into ValueError/TypeError (a traceback from app.py), not SpecError"))
 @pytest.mark.parametrize("context", ["celery", [{"name": "celery"}]], ids=["string", "list"])
 def test_non_mapping_spec_block_is_a_spec_error(context):
     with pytest.raises(SpecError) as raised:
@@ -258,9 +250,6 @@ def test_non_mapping_spec_block_is_a_spec_error(context):
     assert raised.value.field == "celery_sqs_kit"
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=(
-    "BUG infra/settings.py load_spec: stack_name and config_parameter_name are only "
-    "type-checked; CDK rejects them later with a RuntimeError (a traceback from app.py)"))
 @pytest.mark.parametrize("fields", [{"stack_name": "celery_fleet"},
                                     {"config_parameter_name": "/celery fleet/config"}],
                          ids=["stack-name-with-underscore", "parameter-name-with-space"])
