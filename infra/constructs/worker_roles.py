@@ -45,40 +45,45 @@ class WorkerRoles(Construct):
         self._extra = tuple(extra_trusted_principals)
         self._max_session_duration = max_session_duration
         self._external_id = external_id
-        self.task_role = iam.Role(
-            self, "TaskRole", assumed_by=self._trust(iam.ServicePrincipal(ECS_TASKS)),
-            description="Celery worker ECS task role")
-        self.instance_role = iam.Role(
-            self, "InstanceRole", assumed_by=self._trust(iam.ServicePrincipal(EC2)),
-            description="Celery worker EC2 instance role")
+        self.task_role = self._service_role("TaskRole", ECS_TASKS, "Celery worker ECS task role")
+        self.instance_role = self._service_role("InstanceRole", EC2,
+                                                "Celery worker EC2 instance role")
         self.instance_profile = iam.InstanceProfile(self, "InstanceProfile",
                                                     role=self.instance_role)
         self.worker_roles: tuple[iam.Role, ...] = (self.task_role, self.instance_role)
 
     def new_service_role(self, construct_id: str, *, description: str) -> iam.Role:
         """Another ECS task role (e.g. for the application tier that publishes tasks)."""
-        return iam.Role(self, construct_id, description=description,
-                        assumed_by=self._trust(iam.ServicePrincipal(ECS_TASKS)))
+        return self._service_role(construct_id, ECS_TASKS, description)
 
     def new_assumable_role(self, construct_id: str, *, description: str) -> iam.Role:
         """A role only the worker roles may assume, through STS, with the ExternalId
         condition when one is configured; the worker roles get ``sts:AssumeRole`` on it."""
-        principals = [iam.ArnPrincipal(role.role_arn) for role in self.worker_roles]
-        trusted: iam.IPrincipal = iam.CompositePrincipal(*principals)
+        trusted: iam.IPrincipal = iam.ArnPrincipal(self.worker_roles[0].role_arn)
         if self._external_id is not None:
             trusted = iam.PrincipalWithConditions(
                 trusted, {"StringEquals": {"sts:ExternalId": self._external_id}})
         role = iam.Role(self, construct_id, assumed_by=trusted, description=description,
                         max_session_duration=self._max_session_duration)
+        # One statement naming every worker role, whatever the app's minimizePolicies flag
+        # (see _service_role).
+        role.node.default_child.add_property_override(
+            "AssumeRolePolicyDocument.Statement.0.Principal.AWS",
+            [worker.role_arn for worker in self.worker_roles])
         for worker in self.worker_roles:
             worker.add_to_principal_policy(iam.PolicyStatement(
                 actions=["sts:AssumeRole"], resources=[role.role_arn]))
         return role
 
-    def _trust(self, service: iam.ServicePrincipal) -> iam.IPrincipal:
-        if not self._extra:
-            return service
-        # The service plus exact ARNs (never an account root, which moto does not
-        # match to a user); CDK renders a statement per principal, which moto 5.2 and
-        # AWS both evaluate as "any of these may assume".
-        return iam.CompositePrincipal(service, *(iam.ArnPrincipal(a) for a in self._extra))
+    def _service_role(self, construct_id: str, service: str, description: str) -> iam.Role:
+        role = iam.Role(self, construct_id, assumed_by=iam.ServicePrincipal(service),
+                        description=description)
+        if self._extra:
+            # The extra ARNs join the service's own statement, whatever the app's
+            # minimizePolicies flag: moto denies AssumeRole unless every statement
+            # about sts:AssumeRole matches, so a statement per principal fails there.
+            cfn_role = role.node.default_child
+            arns = list(self._extra)
+            cfn_role.add_property_override("AssumeRolePolicyDocument.Statement.0.Principal.AWS",
+                                           arns[0] if len(arns) == 1 else arns)
+        return role

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from aws_cdk import CfnOutput, Duration, Stack
@@ -13,7 +15,30 @@ from constructs import Construct
 from infra.constructs import CeleryQueue, ResultTable, WorkerRoles
 from infra.settings import KitSpec
 from infra.stacks.worker_config import worker_config_document
+from runtime.errors import SpecError
 from runtime.schema import OUTPUT_KEY
+
+_TOKEN = re.compile(r"\$\{Token\[[^\]]+\]\}")
+
+
+STANDARD_PARAMETER_LIMIT = 4096
+ADVANCED_PARAMETER_LIMIT = 8192
+TOKEN_ALLOWANCE = 200
+"""Characters allowed for each deploy-time value (queue URL, ARN, table name): real
+ones are shorter (an SQS URL is at most ~140), so the estimate errs towards Advanced."""
+
+
+def parameter_tier(document: dict[str, Any]) -> ssm.ParameterTier:
+    """The cheapest SSM tier that holds the document once CloudFormation fills it in."""
+    text = json.dumps(document, separators=(",", ":"))
+    size = len(_TOKEN.sub("x" * TOKEN_ALLOWANCE, text))
+    if size <= STANDARD_PARAMETER_LIMIT:
+        return ssm.ParameterTier.STANDARD
+    if size <= ADVANCED_PARAMETER_LIMIT:
+        return ssm.ParameterTier.ADVANCED
+    raise SpecError("celery_sqs_kit.queues", f"must describe a worker configuration of at most "
+                    f"{ADVANCED_PARAMETER_LIMIT} characters (SSM rule); fewer queues or "
+                    "routes per stack", size)
 
 
 class CeleryKitStack(Stack):
@@ -99,7 +124,7 @@ class CeleryKitStack(Stack):
             parameter_name=spec.config_parameter_name,
             string_value=config_json,
             description="celery-sqs-kit worker configuration (no credentials)",
-            tier=ssm.ParameterTier.ADVANCED if len(spec.queues) > 4 else ssm.ParameterTier.STANDARD,
+            tier=parameter_tier(self.worker_config),
         )
         for role in (*self.roles.worker_roles, *filter(None, [self.producer_role])):
             # Only GetParameter: CDK's grant_read adds DescribeParameters and history.

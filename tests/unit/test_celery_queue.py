@@ -233,7 +233,9 @@ BAD_PROPS = [
      "dead_letter_retention_period", "must be >= retention_period (345600)", 86_400),
     ("backoff-too-long", dict(max_receive_count=2, backoff_policy={1: 5, 2: 10}),
      "backoff_policy", "fewer steps than max_receive_count (2)", 2),
-    ("fifo-name", dict(queue_name="orders", fifo=True), None, "must end in '.fifo'", "orders"),
+    ("fifo-name", dict(queue_name="orders", fifo=True),
+     "queue_name", "must end in '.fifo'", "orders"),
+    ("name-with-dot", dict(queue_name="reports.v2"), "queue_name", "kombu rewrites", "reports.v2"),
     ("dedup-on-standard", dict(content_based_deduplication=True),
      "content_based_deduplication", "applies to FIFO queues only", True),
 ]
@@ -248,15 +250,9 @@ def test_bad_prop_raises_naming_the_prop_before_any_resource_exists(props, field
     with pytest.raises(SpecError) as raised:
         CeleryQueue(stack, "Q", **props)
     error = raised.value
-    if field is not None:  # the queue-name case: see the xfail test below
-        assert error.field == field
+    assert error.field == field
     assert rule in str(error) and error.value == value
     assert [c.node.path for c in stack.node.children] == before
     assert stack.node.try_find_child("Q") is None
     assert Template.from_stack(stack).to_json().get("Resources", {}) == {}
 
-
-def test_bad_queue_name_error_names_the_queue_name_prop():
-    with pytest.raises(SpecError) as raised:
-        CeleryQueue(new_stack("BadName"), "Q", queue_name="reports.v2")
-    assert raised.value.field == "queue_name"

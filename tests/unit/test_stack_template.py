@@ -153,14 +153,13 @@ def test_worker_roles_trust_only_their_service(default):
         "Roles": [{"Ref": role_id(default, "ec2", "Celery worker EC2 instance role")}]})
 
 
-def test_extra_trusted_principal_is_trusted_besides_the_service_and_nothing_else():
-    template = template_for(default_context(), OPERATOR)
-    trust = Capture()
+def test_extra_trusted_principal_joins_the_service_in_one_statement():
+    template = template_for(default_context(), OPERATOR)  # no minimizePolicies flag here
     template.has_resource_properties("AWS::IAM::Role", {
-        "Description": "Celery worker ECS task role", "AssumeRolePolicyDocument": trust})
-    principals = [s["Principal"] for s in trust.as_object()["Statement"]]
-    assert sorted(principals, key=json.dumps) == sorted(
-        [{"Service": "ecs-tasks.amazonaws.com"}, {"AWS": OPERATOR}], key=json.dumps)
+        "Description": "Celery worker ECS task role",
+        "AssumeRolePolicyDocument": {"Statement": [{
+            "Action": "sts:AssumeRole", "Effect": "Allow",
+            "Principal": {"Service": "ecs-tasks.amazonaws.com", "AWS": OPERATOR}}]}})
 
 
 def test_broker_role_is_assumable_only_by_worker_roles_with_external_id(with_sts):
@@ -168,11 +167,10 @@ def test_broker_role_is_assumable_only_by_worker_roles_with_external_id(with_sts
     with_sts.has_resource_properties("AWS::IAM::Role", {
         "Description": Match.string_like_regexp("Celery broker access"),
         "MaxSessionDuration": 7200, "AssumeRolePolicyDocument": trust})
-    statements = trust.as_object()["Statement"]
-    for statement in statements:
-        assert statement["Condition"] == {"StringEquals": {"sts:ExternalId": "fleet-ext-id"}}
-        assert statement["Action"] == "sts:AssumeRole" and statement["Effect"] == "Allow"
-    principals = [s["Principal"]["AWS"] for s in statements]
+    (statement,) = trust.as_object()["Statement"]  # one statement: moto needs it
+    assert statement["Condition"] == {"StringEquals": {"sts:ExternalId": "fleet-ext-id"}}
+    assert statement["Action"] == "sts:AssumeRole" and statement["Effect"] == "Allow"
+    principals = statement["Principal"]["AWS"]
     assert len(principals) == 2
     text = json.dumps(principals)
     assert "TaskRole" in text and "InstanceRole" in text

