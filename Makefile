@@ -10,12 +10,18 @@ export CDK_DISABLE_VERSION_CHECK := 1
 
 .PHONY: setup demo test bench synth clean
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed .venv-scan/.installed node_modules/.installed
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --upgrade pip==25.3
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+.venv-scan/.installed: requirements-scan.txt
+	$(PYTHON) -m venv .venv-scan
+	.venv-scan/bin/pip install --quiet --disable-pip-version-check --upgrade pip==25.3
+	.venv-scan/bin/pip install --quiet --disable-pip-version-check -r requirements-scan.txt
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
