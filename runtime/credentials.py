@@ -12,6 +12,7 @@ the ECS task role, the EC2 instance profile, or variables in development.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -27,6 +28,8 @@ from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime.errors import CredentialsError
+
+logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
@@ -120,6 +123,7 @@ class RoleCredentials:
             raise CredentialsError("*", "sts:AssumeRole", code, role_arn) from None
         self.assume_role_calls += 1
         c = response["Credentials"]
+        logger.info("assumed %s as %s until %s", role_arn, self.session_name, c["Expiration"])
         expiry = c["Expiration"]
         if isinstance(expiry, datetime) and expiry.tzinfo is None:
             expiry = expiry.replace(tzinfo=timezone.utc)

@@ -16,18 +16,9 @@ from botocore.exceptions import ClientError
 from demo.run import run_demo
 from local_aws.container_credentials import ContainerCredentialsEndpoint
 from local_aws.moto_server import REGION
-from local_aws.stage import deploy_stage
 from runtime.config import load_config
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def stage(tmp_path_factory):
-    work = tmp_path_factory.mktemp("stage")
-    deployed = deploy_stage(work)
-    yield deployed
-    deployed.moto.stop()
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +76,18 @@ def test_worker_as_task_role_runs_a_task_on_every_queue(demo_run, stage):
         f"arn:aws:sts::123456789012:assumed-role/{task_role_name}/")
 
 
-def test_worker_log_shows_no_static_credentials(demo_run, stage):
+def test_no_credentials_in_outputs_config_parameter_or_worker_log(demo_run, stage):
     work, _results = demo_run
-    text = (work / "worker.log").read_text() + (work / "celeryconfig.py").read_text()
-    text += stage.outputs_file.read_text()
+    ssm = stage.operator.session().client("ssm", endpoint_url=stage.moto.endpoint_url)
+    parameter = ssm.get_parameter(Name=stage.outputs["ConfigParameterName"])["Parameter"]["Value"]
+    text = "\n".join([(work / "worker.log").read_text(), (work / "celeryconfig.py").read_text(),
+                      stage.outputs_file.read_text(), parameter,
+                      (stage.outputs_file.parent / "cdk.log").read_text()])
     assert stage.operator.access_key_id not in text
     assert stage.operator.secret_access_key not in text
     assert not re.search(r"(AKIA|ASIA)[A-Z0-9]{16}", text)
+    for marker in ("SecretAccessKey", "SessionToken", "aws_secret_access_key", "secret_key"):
+        assert marker not in text
 
 
 def test_task_role_cannot_send_to_a_consume_only_queue(stage):

@@ -16,6 +16,7 @@ from aws_cdk.assertions import Match, Template
 from infra.settings import load_spec
 from infra.stacks import CeleryKitStack
 from runtime.config import parse_document
+from runtime.errors import SpecError
 from tests.unit.cdk_context import ROOT, default_context, sts_context
 
 CDK_JSON = json.loads((ROOT / "cdk.json").read_text())
@@ -411,25 +412,38 @@ def test_worker_config_with_sts_names_the_roles_to_assume(sts_kit):
     assert config.queues["celery"].sts_role_arn is None
 
 
-STANDARD_TIER_LIMIT = 4096
+TIER_LIMITS = {"Standard": 4096, "Advanced": 8192}
+LONG_NAMES = ["billing-invoice-generation-high-priority", "billing-invoice-generation-low-priority",
+              "notifications-email-and-sms-delivery-jobs", "reporting-monthly-statement-exports"]
 
 
-def test_shipped_worker_config_fits_the_parameter_tier(kit):
+def queues_with_routes(names: list[str], routes: int) -> dict:
+    return {"queues": [{"name": n, "routes": [f"app.{n.replace('-', '_')}.task{i}"
+                                              for i in range(routes)]} for n in names]}
+
+
+@pytest.fixture(scope="module")
+def four_queues_with_routes() -> Kit:
+    """Four queues (the old count-based cut-off) whose document exceeds 4096 characters."""
+    return Kit(queues_with_routes(LONG_NAMES, 8))
+
+
+@pytest.mark.parametrize("fixture, tier", [("kit", "Standard"),
+                                           ("four_queues_with_routes", "Advanced")])
+def test_config_parameter_tier_holds_the_resolved_document(request, fixture, tier):
+    kit = request.getfixturevalue(fixture)
     (parameter,) = kit.template.find_resources("AWS::SSM::Parameter").values()
     text = like_cloudformation(parameter["Properties"]["Value"], kit.resources, kit.spec.stack_name)
-    assert parameter["Properties"]["Tier"] == "Standard"
-    assert len(text) <= STANDARD_TIER_LIMIT
+    assert parameter["Properties"]["Tier"] == tier
+    assert len(text) <= TIER_LIMITS[tier], f"{len(text)} characters in a {tier} parameter"
 
 
-def test_worker_config_parameter_tier_fits_four_queues_with_routes():
-    names = ["billing-invoice-generation-high-priority", "billing-invoice-generation-low-priority",
-             "notifications-email-and-sms-delivery-jobs", "reporting-monthly-statement-exports"]
-    big = Kit({"queues": [{"name": n, "routes": [f"app.{n.replace('-', '_')}.task{i}"
-                                                 for i in range(8)]} for n in names]})
-    (parameter,) = big.template.find_resources("AWS::SSM::Parameter").values()
-    text = like_cloudformation(parameter["Properties"]["Value"], big.resources, big.spec.stack_name)
-    assert parameter["Properties"]["Tier"] == "Advanced" or len(text) <= STANDARD_TIER_LIMIT, \
-        f"{len(text)} characters in a {parameter['Properties']['Tier']} parameter"
+def test_worker_config_too_big_for_any_tier_is_a_spec_error():
+    names = [f"{name}-{i}" for i in range(3) for name in LONG_NAMES]
+    with pytest.raises(SpecError) as raised:
+        Kit(queues_with_routes(names, 8))
+    assert raised.value.field == "celery_sqs_kit.queues"
+    assert "8192 characters (SSM rule)" in str(raised.value)
 
 
 # --- app.py, run the way the CDK CLI runs it ---------------------------------------

@@ -16,6 +16,7 @@ from tests.unit.cdk_context import ROOT
 CDK_FLAGS = {k: v for k, v in json.loads((ROOT / "cdk.json").read_text())["context"].items()
              if k != "celery_sqs_kit"}
 OPS = "arn:aws:iam::123456789012:user/ops"
+ADMIN = "arn:aws:iam::123456789012:role/Admin"
 EXTERNAL_ID = "fleet-ext-id"
 
 
@@ -130,9 +131,31 @@ def test_without_extra_principals_no_role_trusts_an_aws_principal_but_via_sts(re
             assert "AWS" not in statement["Principal"]
 
 
-def test_extra_principal_shares_one_statement_without_the_minimize_flag():
-    built = Built("NoFlags", flags={}, extra_trusted_principals=[OPS])
-    assert len(built.trust(built.roles.task_role)) == 1
+@pytest.fixture(scope="module")
+def no_flags() -> Built:
+    """An app without cdk.json's feature flags (minimizePolicies off): the L3 construct
+    must not depend on the app's flags for its trust-policy shape."""
+    return Built("NoFlags", flags={}, assumable=True, extra_trusted_principals=[OPS, ADMIN],
+                 external_id=EXTERNAL_ID)
+
+
+@pytest.mark.parametrize("description, service", [
+    ("Celery worker ECS task role", "ecs-tasks.amazonaws.com"),
+    ("Celery worker EC2 instance role", "ec2.amazonaws.com"),
+    ("producer", "ecs-tasks.amazonaws.com"),
+])
+def test_extra_principals_share_one_statement_without_the_minimize_flag(no_flags, description,
+                                                                        service):
+    no_flags.template.has_resource_properties("AWS::IAM::Role", {
+        "Description": description,
+        "AssumeRolePolicyDocument": only_trusts({"Service": service, "AWS": [OPS, ADMIN]})})
+
+
+def test_assumable_role_has_one_statement_without_the_minimize_flag(no_flags):
+    (statement,) = no_flags.trust(no_flags.assumable)
+    assert sorted(map(json.dumps, statement["Principal"]["AWS"])) == sorted(
+        json.dumps(no_flags.arn(r)) for r in no_flags.roles.worker_roles)
+    assert statement["Condition"] == {"StringEquals": {"sts:ExternalId": EXTERNAL_ID}}
 
 
 # --- STS-assumable roles -----------------------------------------------------
