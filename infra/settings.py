@@ -132,17 +132,26 @@ class KitSpec:
 
 
 def load_spec(context: Mapping[str, Any] | None,
-              extra_trusted_principals: str | None = None) -> KitSpec:
+              extra_trusted_principals: str | list[str] | None = None) -> KitSpec:
     """Build and validate the spec from the ``celery_sqs_kit`` context block.
 
-    ``extra_trusted_principals`` is the raw ``-c`` override (comma-separated ARNs).
+    ``extra_trusted_principals`` is the raw override: comma-separated ARNs from ``-c``,
+    or a list from a cdk.json context entry.
     """
     if context is not None and not isinstance(context, Mapping):
         raise SpecError(CONTEXT_KEY, "must be a mapping of spec fields", context)
     raw = dict(context or {})
     if extra_trusted_principals:
+        # -c passes a comma-separated string; a cdk.json context entry may be a list.
+        given = extra_trusted_principals.split(",") \
+            if isinstance(extra_trusted_principals, str) else extra_trusted_principals
+        if not isinstance(given, list):
+            raise SpecError(EXTRA_PRINCIPALS_CONTEXT_KEY,
+                            "must be comma-separated IAM ARNs or a list of them",
+                            extra_trusted_principals)
         raw["extra_trusted_principals"] = [
-            arn.strip() for arn in extra_trusted_principals.split(",") if arn.strip()]
+            arn.strip() if isinstance(arn, str) else arn for arn in given
+            if not isinstance(arn, str) or arn.strip()]
     _reject_unknown(CONTEXT_KEY, raw, KitSpec)
     raw_queues = raw.get("queues", [{"name": "celery"}])
     if not isinstance(raw_queues, list) or not raw_queues:
@@ -274,6 +283,8 @@ def _backoff_policy(where: str, raw: Any) -> Mapping[int, int]:
             attempt = int(key)
         except (TypeError, ValueError):
             raise SpecError(f"{where}.backoff_policy", "keys must be attempt numbers", key) from None
+        if attempt in policy:
+            raise SpecError(f"{where}.backoff_policy", "names an attempt twice", key)
         policy[attempt] = delay
     return MappingProxyType(policy)
 

