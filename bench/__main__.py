@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--counted-tasks", type=int, default=1000,
                         help="tasks in the request-counting pass")
     parser.add_argument("--latency-tasks", type=int, default=200)
-    parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--idle-seconds", type=float, default=120.0)
     parser.add_argument("--pools", default="prefork,threads")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--transports", default="stock,kit")
