@@ -75,3 +75,14 @@ def test_a_rejected_task_reaches_the_dlq_without_running_again(fleet, tmp_path):
     # the body moved as it was sent (kombu base64-encodes it)
     assert json.loads(base64.b64decode(moved["Body"]))["headers"]["task"] == "ttasks.refuse"
     assert lines(runs) == ["refuse r1"]
+
+
+def test_the_bundled_transport_needs_no_pycurl(fleet, tmp_path):
+    _sqs, queue, env, runs = fleet(visibility=30)
+    blocker = tmp_path / "no_pycurl"
+    blocker.mkdir()
+    (blocker / "pycurl.py").write_text("raise ImportError('pycurl is blocked in this test')\n")
+    env = {**env, "PYTHONPATH": f"{blocker}:{env['PYTHONPATH']}"}
+    publish(env, "from ttasks import quick; quick.delay('no-curl')", tmp_path)
+    with CeleryWorker("ttasks", env, tmp_path / "worker.log", pool="threads", concurrency=1):
+        wait_for(lambda: "quick no-curl" in lines(runs), 30, "the task to run without pycurl")
