@@ -13,12 +13,12 @@ import json
 import secrets
 import threading
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import boto3
 
-from local_aws.ports import free_port
+from local_aws.http_thread import LoopbackHttpServer
 
 REFRESH_MARGIN = timedelta(minutes=5)
 
@@ -34,7 +34,6 @@ class ContainerCredentialsEndpoint:
         self._lock = threading.Lock()
         self._cached: dict[str, Any] | None = None
         self._path = f"/v2/credentials/{secrets.token_hex(8)}"
-        self.port = free_port()
         self.requests = 0
         endpoint = self
 
@@ -53,8 +52,8 @@ class ContainerCredentialsEndpoint:
             def log_message(self, *args: object) -> None:
                 """Silent: request lines would be noise, bodies are secrets."""
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._http = LoopbackHttpServer(Handler)
+        self.port = self._http.port
 
     @property
     def uri(self) -> str:
@@ -77,12 +76,11 @@ class ContainerCredentialsEndpoint:
 
     def start(self) -> ContainerCredentialsEndpoint:
         self._credentials()  # fail here, loudly, if the role cannot be assumed
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
     def __enter__(self) -> ContainerCredentialsEndpoint:
         return self.start()

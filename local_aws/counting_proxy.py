@@ -14,10 +14,10 @@ import http.client
 import json
 import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from local_aws.ports import free_port
+from local_aws.http_thread import LoopbackHttpServer
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
                "proxy-authorization", "proxy-authenticate"}
@@ -43,7 +43,6 @@ class CountingProxy:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._faults: dict[str, list[tuple[int, str]]] = {}
-        self.port = free_port()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -95,14 +94,9 @@ class CountingProxy:
             def log_message(self, *args: object) -> None:
                 """Silent: request lines carry signed headers."""
 
-        class Server(ThreadingHTTPServer):
-            def handle_error(self, request, client_address) -> None:
-                """Clients dropping connections at shutdown are not errors here."""
-
-        self._server = Server(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
+        self._http = LoopbackHttpServer(Handler)
+        self.port = self._http.port
         self._local = threading.local()
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def endpoint_url(self) -> str:
@@ -143,12 +137,11 @@ class CountingProxy:
             self._counts.clear()
 
     def start(self) -> CountingProxy:
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._http.stop()
 
     def __enter__(self) -> CountingProxy:
         return self.start()
