@@ -9,15 +9,30 @@ has, so enforcement stays exact.
 
 moto's CloudFormation also drops a table's ``TimeToLiveSpecification``; on AWS
 it is applied at creation, and Celery's result backend checks it at start-up.
-The wrapped ``create_from_cloudformation_json`` applies it. Nothing else in moto
-changes.
+The wrapped ``create_from_cloudformation_json`` applies it.
+
+moto never rejects an expired session token. Here one that has expired gets
+``ExpiredToken`` (HTTP 400), as on AWS, and ``KIT_MOTO_STS_TIME_SCALE`` (default 1)
+shortens every STS session by that factor, so a test can watch a worker live
+through several token lifetimes in a minute.
+
+moto authorizes SQS batch calls as ``sqs:DeleteMessageBatch`` and the like; AWS
+authorizes them as the single-message action (``sqs:DeleteMessage``,
+``sqs:ChangeMessageVisibility``, ``sqs:SendMessage``), which is all a
+least-privilege policy grants. The request's action is mapped the AWS way.
+Nothing else in moto changes.
 """
 
 from __future__ import annotations
 
+import datetime
+import os
 import sys
 
+from moto.core.exceptions import _RESTError
 from moto.dynamodb.models import dynamodb_backends
+from moto.iam.access_control import AssumedRoleAccessKey, IAMRequestBase
+from moto.sts.models import STSBackend, sts_backends
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
 from moto.server import main
@@ -53,6 +68,45 @@ def _create_table_with_ttl(resource_name, cloudformation_json, account_id, regio
 
 
 Table.create_from_cloudformation_json = staticmethod(_create_table_with_ttl)
+
+_STS_TIME_SCALE = float(os.environ.get("KIT_MOTO_STS_TIME_SCALE", "1"))
+_assume_role = STSBackend.assume_role
+_resolve_assumed_key = AssumedRoleAccessKey.__init__
+
+
+class ExpiredToken(_RESTError):
+    code = 400
+
+    def __init__(self) -> None:
+        super().__init__("ExpiredToken", "The security token included in the request is expired")
+
+
+def _assume_role_scaled(self, *args, duration: int, **kwargs):
+    return _assume_role(self, *args, duration=max(1, round(duration * _STS_TIME_SCALE)), **kwargs)
+
+
+def _resolve_unexpired(self, account_id, partition, access_key_id, headers):
+    _resolve_assumed_key(self, account_id, partition, access_key_id, headers)
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    for role in sts_backends[account_id][partition].assumed_roles:
+        if role.access_key_id == access_key_id and role.expiration.replace(tzinfo=None) <= now:
+            raise ExpiredToken()
+
+
+_BATCH_ACTIONS = {"sqs:DeleteMessageBatch": "sqs:DeleteMessage",
+                  "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
+                  "sqs:SendMessageBatch": "sqs:SendMessage"}
+_iam_request_init = IAMRequestBase.__init__
+
+
+def _iam_request_with_aws_batch_actions(self, *args, **kwargs):
+    _iam_request_init(self, *args, **kwargs)
+    self._action = _BATCH_ACTIONS.get(self._action, self._action)
+
+
+IAMRequestBase.__init__ = _iam_request_with_aws_batch_actions
+STSBackend.assume_role = _assume_role_scaled
+AssumedRoleAccessKey.__init__ = _resolve_unexpired
 DynamoHandler._determine_resource = _dynamodb_resource
 SimpleSystemManagerResponse._determine_resource = _ssm_resource
 

@@ -24,10 +24,11 @@ class MotoServer(ServerProcess):
     """
 
     def __init__(self, *, enforce_iam: bool = False, unauthenticated_calls: int = 3,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, extra_env: dict[str, str] | None = None) -> None:
         super().__init__(log_path)
         self.enforce_iam = enforce_iam
         self.unauthenticated_calls = unauthenticated_calls
+        self.extra_env = dict(extra_env or {})
 
     @property
     def endpoint_url(self) -> str:
@@ -43,4 +44,5 @@ class MotoServer(ServerProcess):
             "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL")}
         if self.enforce_iam:
             env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(self.unauthenticated_calls)
+        env.update(self.extra_env)
         return env

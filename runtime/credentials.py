@@ -97,18 +97,28 @@ class RoleCredentials:
         creds = self._roles.get(role_arn)
         if creds is None:
             metadata = self._assume(role_arn)
-            # botocore's defaults (refresh 15 and 10 minutes before expiry) would
-            # refresh a 15-minute token on every request; scale them to its lifetime.
             creds = RefreshableCredentials(
                 access_key=metadata["access_key"], secret_key=metadata["secret_key"],
                 token=metadata["token"],
                 expiry_time=datetime.fromisoformat(metadata["expiry_time"]),
-                refresh_using=lambda: self._assume(role_arn), method="assume-role",
+                refresh_using=lambda: self._refresh(role_arn), method="assume-role",
                 time_fetcher=self._clock)
-            creds._advisory_refresh_timeout = min(15 * 60, self.token_timeout // 3)
-            creds._mandatory_refresh_timeout = min(10 * 60, self.token_timeout // 6)
+            self._size_windows(creds, metadata)
             self._roles[role_arn] = creds
         return creds
+
+    def _refresh(self, role_arn: str) -> dict[str, Any]:
+        metadata = self._assume(role_arn)
+        self._size_windows(self._roles[role_arn], metadata)
+        return metadata
+
+    def _size_windows(self, creds: RefreshableCredentials, metadata: dict[str, Any]) -> None:
+        """Refresh a third of the way before expiry (at most 15 minutes), and block for it
+        a sixth of the way (at most 10): botocore's fixed 15/10 minutes would refresh a
+        15-minute token on every request. Sized from the token actually issued."""
+        lifetime = (datetime.fromisoformat(metadata["expiry_time"]) - self._clock()).total_seconds()
+        creds._advisory_refresh_timeout = min(15 * 60, max(lifetime, 0) / 3)
+        creds._mandatory_refresh_timeout = min(10 * 60, max(lifetime, 0) / 6)
 
     def _assume(self, role_arn: str) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": self.session_name,

@@ -32,10 +32,11 @@ def typed_error(error: ClientError, *, queue: str, action: str) -> TransportErro
     """The kit's error for a permanent failure, or ``None`` when retrying may help."""
     code = error_code(error)
     message = error.response.get("Error", {}).get("Message", "")
-    if code in _ACCESS or (not code and "not authorized" in message):
-        return QueueAccessDenied(queue, action, code or "AccessDenied")
-    if code in _MISSING:
-        return QueueNotFound(queue, action, code)
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
     if code in _CREDENTIALS:
         return CredentialsError(queue, action, code)
+    if code in _ACCESS or code == "403" or status == 403 or "not authorized" in message:
+        return QueueAccessDenied(queue, action, code if code in _ACCESS else "AccessDenied")
+    if code in _MISSING:
+        return QueueNotFound(queue, action, code)
     return None

@@ -39,3 +39,10 @@ def test_a_client_mistake_is_neither_transient_nor_typed():
     error = client_error("InvalidParameterValue")
     assert not is_transient(error)
     assert typed_error(error, queue="q", action="SendMessage") is None
+
+
+def test_a_bare_403_is_access_denied_but_an_expired_token_stays_a_credentials_error():
+    assert isinstance(typed_error(client_error("403", 403), queue="q", action="DeleteMessageBatch"),
+                      QueueAccessDenied)
+    assert isinstance(typed_error(client_error("InvalidClientTokenId", 403), queue="q",
+                                  action="ReceiveMessage"), CredentialsError)

@@ -1,0 +1,101 @@
+"""Three queues live through several STS token lifetimes with a real worker.
+
+moto enforces IAM here, shortens every STS session (a 900 s token lasts 13.5 s) and answers an expired token with ExpiredToken, as AWS does
+(``local_aws.moto_main``). The worker's base identity is an IAM user that may
+only assume the broker role; the broker role alone may use the queues. Tasks
+are published throughout ~3.5 token lifetimes; every one runs exactly once and
+no request is refused for an expired token.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import boto3
+import pytest
+
+from local_aws.celery_worker import CeleryWorker, role_environment
+from local_aws.moto_server import REGION, MotoServer
+from local_aws.operator import create_operator
+from tests.integration.fleet import (RECORDING_TASKS, create_queue, lines, prepare_worker_dir,
+                                     wait_for, worker_document)
+
+pytestmark = pytest.mark.integration
+
+TOKEN_SECONDS = 900
+SCALE = 0.015  # 900 s tokens last 13.5 s
+LIFETIMES = 3.5
+QUEUES = ("alpha", "beta", "gamma")
+
+
+def policy(*statements) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+@pytest.fixture
+def enforcing(tmp_path):
+    with MotoServer(enforce_iam=True, log_path=tmp_path / "moto.log",
+                    extra_env={"KIT_MOTO_STS_TIME_SCALE": str(SCALE)}) as moto:
+        yield moto, create_operator(moto.endpoint_url)
+
+
+def test_three_queues_survive_token_rotation(enforcing, tmp_path):
+    moto, operator = enforcing
+    session = operator.session()
+    iam = session.client("iam", endpoint_url=moto.endpoint_url)
+    sqs = session.client("sqs", endpoint_url=moto.endpoint_url)
+    queues = {name: create_queue(sqs, name, visibility=60, wait=1) for name in QUEUES}
+    arns = [q["arn"] for q in queues.values()] + [q["dead_letter_queue"]["arn"]
+                                                   for q in queues.values()]
+
+    worker_user = iam.create_user(UserName="worker-base")["User"]
+    key = iam.create_access_key(UserName="worker-base")["AccessKey"]
+    trust = policy({"Effect": "Allow", "Action": "sts:AssumeRole",
+                    "Principal": {"AWS": worker_user["Arn"]}})
+    broker = iam.create_role(RoleName="broker", AssumeRolePolicyDocument=trust,
+                             MaxSessionDuration=3600)["Role"]["Arn"]
+    iam.put_role_policy(RoleName="broker", PolicyName="queues", PolicyDocument=policy(
+        {"Effect": "Allow", "Resource": arns, "Action": [
+            "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+            "sqs:GetQueueAttributes", "sqs:SendMessage"]}))
+    iam.put_user_policy(UserName="worker-base", PolicyName="assume", PolicyDocument=policy(
+        {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": broker}))
+
+    document = worker_document(queues, default_queue="alpha")
+    document["sts"] = {"role_arn": broker, "token_timeout": TOKEN_SECONDS}
+    prepare_worker_dir(tmp_path, document, transport="bundled", tasks_module="ttasks",
+                       tasks_source=RECORDING_TASKS)
+    runs = tmp_path / "runs.txt"
+    runs.touch()
+    env = role_environment(tmp_path, {
+        "AWS_ENDPOINT_URL": moto.endpoint_url, "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+        "KIT_TEST_RUNS": str(runs)})
+
+    duration = TOKEN_SECONDS * SCALE * LIFETIMES
+    rounds = int(duration / 1.5)
+    publisher = ("import time\nfrom ttasks import quick\n"
+                 f"for r in range({rounds}):\n"
+                 f"    for q in {list(QUEUES)!r}:\n"
+                 "        quick.apply_async((f'{q}-{r}',), queue=q)\n"
+                 "    time.sleep(1.5)\n")
+    with CeleryWorker("ttasks", env, tmp_path / "worker.log", pool="threads", concurrency=2,
+                      queues=list(QUEUES)) as worker:
+        started = time.monotonic()
+        sent = subprocess.run([sys.executable, "-c", publisher], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300, check=False)
+        assert sent.returncode == 0, sent.stderr[-3000:]
+        expected = {f"quick {q}-{r}" for r in range(rounds) for q in QUEUES}
+        wait_for(lambda: set(lines(runs)) >= expected, 60, "every task to run")
+        elapsed = time.monotonic() - started
+        log = worker.log_text()
+
+    assert elapsed >= TOKEN_SECONDS * SCALE * 3  # really lived through three lifetimes
+    assert sorted(lines(runs)) == sorted(expected)  # each exactly once, none lost
+    assert "ExpiredToken" not in log and "CredentialsError" not in log
+    assumed = log.count(f"assumed {broker} as celery-")
+    # refreshed before each expiry, once for all three queues (not once per queue)
+    assert 3 <= assumed <= 2 * LIFETIMES + 2
