@@ -34,7 +34,6 @@ class ContainerCredentialsEndpoint:
         self._lock = threading.Lock()
         self._cached: dict[str, Any] | None = None
         self._path = f"/v2/credentials/{secrets.token_hex(8)}"
-        self.requests = 0
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -65,7 +64,6 @@ class ContainerCredentialsEndpoint:
 
     def _credentials(self) -> dict[str, Any]:
         with self._lock:
-            self.requests += 1
             now = datetime.now(timezone.utc)
             if self._cached is None or self._cached["Expiration"] - REFRESH_MARGIN <= now:
                 self._cached = self._sts.assume_role(

@@ -49,7 +49,6 @@ class DeleteBatcher:
         self._pending: list[_Receipt] = []
         self._first_at: float | None = None
         self._ticker = Ticker("kit-sqs-deletes", self._tick, interval=flush_delay)
-        self.requests = 0
         self.deleted = 0
 
     def add(self, queue: str, url: str, handle: str) -> None:
@@ -99,7 +98,6 @@ class DeleteBatcher:
         for r in batch:
             r.attempts += 1
         try:
-            self.requests += 1
             response = self._client_for(queue).delete_message_batch(QueueUrl=url,
                                                                      Entries=entries)
         except (ClientError, BotoCoreError, OSError) as error:

@@ -68,7 +68,6 @@ class RoleCredentials:
         self._clients: dict[tuple[str, str | None], BaseClient] = {}
         self._sts: BaseClient | None = None
         self.session_name = session_name()
-        self.assume_role_calls = 0
 
     def client(self, service: str, role_arn: str | None = None) -> BaseClient:
         """One client per (service, role), created once and reused for the worker's life."""
@@ -131,7 +130,6 @@ class RoleCredentials:
             code = error.response["Error"]["Code"] if isinstance(error, ClientError) else \
                 type(error).__name__
             raise CredentialsError("*", "sts:AssumeRole", code, role_arn) from None
-        self.assume_role_calls += 1
         c = response["Credentials"]
         logger.info("assumed %s as %s until %s", role_arn, self.session_name, c["Expiration"])
         expiry = c["Expiration"]

@@ -52,8 +52,6 @@ class VisibilityKeeper:
         self._held: dict[str, Held] = {}
         self._shortest = float("inf")
         self._ticker = Ticker("kit-sqs-visibility", self._tick, interval=MAX_TICK)
-        self.extensions = 0
-        self.requests = 0
 
     def hold(self, tag: str, *, queue: str, url: str, visibility_timeout: int) -> None:
         now = self._clock()
@@ -104,7 +102,6 @@ class VisibilityKeeper:
                 for h in changed:
                     if h.handle in self._held:
                         h.visible_at = now + self._extension(h, now)
-            self.extensions += len(changed)
         return min(max(next_tick, MIN_TICK), MAX_TICK)
 
     @staticmethod
@@ -125,7 +122,6 @@ class VisibilityKeeper:
                 request = [{"Id": str(i), "ReceiptHandle": h.handle,
                             "VisibilityTimeout": timeout(h)} for i, h in enumerate(chunk)]
                 try:
-                    self.requests += 1
                     response = self._client_for(chunk[0].queue).change_message_visibility_batch(
                         QueueUrl=url, Entries=request)
                 except (ClientError, BotoCoreError, OSError) as error:
