@@ -32,7 +32,7 @@ _IDLE = 3600.0
 
 @dataclass
 class _Receipt:
-    queue: str
+    queue: str | None  # None when unknown: the default role's client
     url: str
     handle: str
     attempts: int = 0
@@ -41,7 +41,7 @@ class _Receipt:
 class DeleteBatcher:
     """``add()`` from any thread; ``close()`` flushes what is left."""
 
-    def __init__(self, client_for: Callable[[str], BaseClient], *,
+    def __init__(self, client_for: Callable[[str | None], BaseClient], *,
                  flush_delay: float = 0.1) -> None:
         self._client_for = client_for
         self.flush_delay = flush_delay
@@ -51,7 +51,7 @@ class DeleteBatcher:
         self._ticker = Ticker("kit-sqs-deletes", self._tick, interval=flush_delay)
         self.deleted = 0
 
-    def add(self, queue: str, url: str, handle: str) -> None:
+    def add(self, queue: str | None, url: str, handle: str) -> None:
         with self._lock:
             self._pending.append(_Receipt(queue, url, handle))
             if self._first_at is None:
@@ -67,30 +67,37 @@ class DeleteBatcher:
             due_in = self.flush_delay - (time.monotonic() - (self._first_at or 0.0))
             if len(self._pending) < BATCH_SIZE and due_in > 0:
                 return due_in
-        self.flush()
+        # Before the delay is up only full batches go; the rest waits for its delay.
+        self.flush(full_only=due_in > 0)
         return 0.0  # look again at once: receipts may have arrived during the flush
 
-    def flush(self) -> None:
-        """Send everything pending now, retrying transient failures a few times."""
+    def flush(self, *, full_only: bool = False) -> None:
+        """Send what is pending (only full batches if ``full_only``), retrying
+        transient failures a few times."""
         while True:
             with self._lock:
-                if not self._pending:
-                    self._first_at = None
+                batch = self._take_batch(full_only)
+                if batch is None:
+                    if not self._pending:
+                        self._first_at = None
                     return
-                batch, self._pending = self._take_batch()
             retry = self._send(batch)
             if retry:
                 with self._lock:
                     self._pending[:0] = retry
 
-    def _take_batch(self) -> tuple[list[_Receipt], list[_Receipt]]:
+    def _take_batch(self, full_only: bool) -> list[_Receipt] | None:
+        """Remove and return up to 10 receipts of one queue (caller holds the lock)."""
         by_url: dict[str, list[_Receipt]] = defaultdict(list)
         for r in self._pending:
             by_url[r.url].append(r)
-        url = next(iter(by_url))
-        batch = by_url[url][:BATCH_SIZE]
+        candidates = [rs for rs in by_url.values() if len(rs) >= BATCH_SIZE or not full_only]
+        if not candidates:
+            return None
+        batch = candidates[0][:BATCH_SIZE]
         chosen = {id(r) for r in batch}
-        return batch, [r for r in self._pending if id(r) not in chosen]
+        self._pending = [r for r in self._pending if id(r) not in chosen]
+        return batch
 
     def _send(self, batch: list[_Receipt]) -> list[_Receipt]:
         queue, url = batch[0].queue, batch[0].url
@@ -121,7 +128,7 @@ class DeleteBatcher:
         return retry
 
     @staticmethod
-    def _log_lost(receipts: list[_Receipt], queue: str, code: str) -> None:
+    def _log_lost(receipts: list[_Receipt], queue: str | None, code: str) -> None:
         if receipts:
             logger.warning("could not delete %d acknowledged message(s) from queue %r (%s): "
                            "SQS will deliver them again after their visibility timeout",

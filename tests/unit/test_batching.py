@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from botocore.exceptions import ClientError
 
@@ -100,3 +101,17 @@ def test_access_denied_is_not_retried_and_is_logged(caplog):
         b.close()
     assert len(stub.calls) == 1
     assert "AccessDenied" in caplog.text
+
+
+def test_a_full_batch_goes_at_once_and_the_remainder_waits_for_its_delay():
+    stub = StubSqs()
+    b = batcher(stub, delay=3600.0)
+    for i in range(13):
+        b.add("work", URL, f"r{i}")  # the tenth wakes the flusher, long before the delay
+    deadline = time.monotonic() + 10
+    while not stub.calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # time enough for a wrongly eager flusher to send the other three
+    assert [len(kw["Entries"]) for _a, kw in stub.calls] == [10]
+    b.close()  # shutdown sends the remainder
+    assert [len(kw["Entries"]) for _a, kw in stub.calls] == [10, 3]
