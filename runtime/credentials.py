@@ -28,6 +28,7 @@ from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 
 from runtime.errors import CredentialsError
+from runtime.sqs_errors import error_code
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +128,7 @@ class RoleCredentials:
         try:
             response = self._assume_role_call(kwargs)
         except (ClientError, BotoCoreError) as error:
-            code = error.response["Error"]["Code"] if isinstance(error, ClientError) else \
-                type(error).__name__
+            code = error_code(error) if isinstance(error, ClientError) else type(error).__name__
             raise CredentialsError("*", "sts:AssumeRole", code, role_arn) from None
         c = response["Credentials"]
         logger.info("assumed %s as %s until %s", role_arn, self.session_name, c["Expiration"])

@@ -38,7 +38,6 @@ class Receiver:
         os.set_blocking(self._write_fd, False)
         self._results: deque[tuple[Done, Any]] = deque()
         self._jobs: dict[str, queue_module.SimpleQueue] = {}
-        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._closed = False
         hub.add_reader(self._read_fd, self._on_readable)
@@ -50,10 +49,8 @@ class Receiver:
             jobs = self._jobs.get(name)
             if jobs is None:
                 jobs = self._jobs[name] = queue_module.SimpleQueue()
-                thread = threading.Thread(target=self._run, args=(jobs,),
-                                          name=f"kit-sqs-receive-{name}", daemon=True)
-                self._threads.append(thread)
-                thread.start()
+                threading.Thread(target=self._run, args=(jobs,),
+                                 name=f"kit-sqs-receive-{name}", daemon=True).start()
         jobs.put((job, done))
 
     def _run(self, jobs: queue_module.SimpleQueue) -> None:

@@ -166,7 +166,8 @@ class Channel(SQS.Channel):
         messages = response.get("Messages", [])
         if messages and self._closing:
             # Arrived after shutdown began: give them straight back.
-            self.keeper.release_entries([self._held(qname, q_url, m) for m in messages])
+            self.keeper.release_entries(
+                [Held.to_release(qname, q_url, m["ReceiptHandle"]) for m in messages])
             return []
         return messages
 
@@ -177,7 +178,8 @@ class Channel(SQS.Channel):
         self._receive_failures.pop(qname, None)
         deliver = None if self._closing else self.connection._callbacks.get(qname)
         if deliver is None:
-            self.keeper.release_entries([self._held(qname, q_url, m) for m in result])
+            self.keeper.release_entries(
+                [Held.to_release(qname, q_url, m["ReceiptHandle"]) for m in result])
             result = []
         delivered = 0
         for message in result:
@@ -215,10 +217,6 @@ class Channel(SQS.Channel):
         if not isinstance(payload.get("properties"), dict) or "headers" not in payload:
             return None
         return payload
-
-    @staticmethod
-    def _held(qname: str, q_url: str, message: dict[str, Any]) -> Held:
-        return Held(qname, q_url, message["ReceiptHandle"], 0, 0.0, 0.0)
 
     # acknowledgements ----------------------------------------------------------------
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
@@ -258,7 +256,7 @@ class Channel(SQS.Channel):
             return super()._restore(message, unwanted_delivery_info)
         handle = sqs_message["ReceiptHandle"]
         self.keeper.forget(handle)
-        self._releases.append(Held(self._queue_of(info), q_url, handle, 0, 0.0, 0.0))
+        self._releases.append(Held.to_release(self._queue_of(info), q_url, handle))
         if not self._closing:
             self._flush_releases()
 

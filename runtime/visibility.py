@@ -35,16 +35,21 @@ MIN_TICK, MAX_TICK = 0.5, 60.0
 
 @dataclass
 class Held:
-    queue: str
+    queue: str | None  # None when the message's queue is unknown: the default role's client
     url: str
     handle: str
     visibility_timeout: int
     received_at: float
     visible_at: float
 
+    @classmethod
+    def to_release(cls, queue: str | None, url: str, handle: str) -> Held:
+        """A message known only by queue, URL and receipt handle, to be released."""
+        return cls(queue, url, handle, 0, 0.0, 0.0)
+
 
 class VisibilityKeeper:
-    def __init__(self, client_for: Callable[[str], BaseClient], *,
+    def __init__(self, client_for: Callable[[str | None], BaseClient], *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._client_for = client_for
         self._clock = clock
