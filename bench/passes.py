@@ -4,7 +4,6 @@ steady publish rate, requests counted at the wire through proxies, idle cost."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
@@ -21,9 +20,9 @@ import boto3
 from local_aws.celery_worker import CeleryWorker, role_environment
 from local_aws.counting_proxy import CountingProxy
 from local_aws.fauxqs import FauxqsServer
+from local_aws.fleet import create_queue, prepare_worker_dir, worker_document
 from local_aws.moto_server import REGION
 from runtime.celery_settings import BUNDLED_PREFETCH
-from runtime.render import main as render_main
 
 BENCH_DIR = Path(__file__).resolve().parent
 QUEUE = "bench"
@@ -102,25 +101,12 @@ class Stage:
         self.server.start()
         sqs = boto3.client("sqs", endpoint_url=self.server.endpoint_url, region_name=REGION,
                            aws_access_key_id="bench", aws_secret_access_key="bench")
-        dlq = sqs.create_queue(QueueName=f"{QUEUE}-dlq")["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])[
-            "Attributes"]["QueueArn"]
-        url = sqs.create_queue(QueueName=QUEUE, Attributes={
-            "VisibilityTimeout": "1800", "ReceiveMessageWaitTimeSeconds": str(self.wait),
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
-                                         "maxReceiveCount": 5})})["QueueUrl"]
-        document = {"schema": "celery-sqs-kit/worker-config", "version": 1, "region": REGION,
-                    "default_queue": QUEUE, "queues": {QUEUE: {
-                        "url": url, "arn": f"arn:aws:sqs:{REGION}:000000000000:{QUEUE}",
-                        "fifo": False, "visibility_timeout": 1800,
-                        "wait_time_seconds": self.wait, "task_time_limit": 600,
-                        "max_countdown": 0,
-                        "dead_letter_queue": {"url": dlq, "arn": dlq_arn, "max_receive_count": 5},
-                        "backoff_policy": {}, "backoff_tasks": [], "routes": []}}}
-        (self.work / "worker-config.json").write_text(json.dumps(document))
-        transport = "bundled" if self.setting.transport == "kit" else "stock"
-        render_main(["--config", str(self.work / "worker-config.json"),
-                     "--out", str(self.work / "celeryconfig.py"), "--transport", transport])
+        queue = create_queue(sqs, QUEUE, visibility=1800, wait=self.wait, max_receive_count=5,
+                             task_time_limit=600)
+        prepare_worker_dir(self.work, worker_document({QUEUE: queue}, default_queue=QUEUE),
+                           transport="bundled" if self.setting.transport == "kit" else "stock",
+                           tasks_module="benchtasks",
+                           tasks_source=(BENCH_DIR / "tasks.py").read_text())
         # Same Celery app for both transports: stock gets the kit's prefetch window
         # (its rendered default of 1 is safer for it, and slower).
         with open(self.work / "celeryconfig.py", "a") as config:
@@ -128,7 +114,6 @@ class Stage:
             if self.stock_defaults:  # kombu's own polling: 10 s long polls + 1 s interval
                 config.write("broker_transport_options.pop('wait_time_seconds')\n"
                              "broker_transport_options.pop('polling_interval')\n")
-        shutil.copy(BENCH_DIR / "tasks.py", self.work / "benchtasks.py")
         self.record.touch()
         return self
 

@@ -182,10 +182,15 @@ def check_queue(prefix: str, *, name: Any, fifo: bool, visibility_timeout: Any,
                          max_receive_count=max_receive_count, unresolved=unresolved)
 
 
+def check_max_session_duration(name: str, seconds: Any,
+                               unresolved: Unresolved = never_unresolved) -> None:
+    check_range(name, seconds, 3_600, MAX_STS_SESSION, "seconds (IAM rule)", unresolved)
+
+
 def check_sts_session(prefix: str, *, token_timeout: Any, max_session_duration: Any,
                       unresolved: Unresolved = never_unresolved) -> None:
-    check_range(f"{prefix}max_session_duration", max_session_duration, 3_600, MAX_STS_SESSION,
-                "seconds (IAM rule)", unresolved)
+    check_max_session_duration(f"{prefix}max_session_duration", max_session_duration,
+                               unresolved)
     check_range(f"{prefix}token_timeout", token_timeout, MIN_STS_SESSION, MAX_STS_SESSION,
                 "seconds (STS rule)", unresolved)
     if not (unresolved(token_timeout) or unresolved(max_session_duration)) \

@@ -39,8 +39,8 @@ class WorkerRoles(Construct):
         max_session_duration: Duration = Duration.hours(1),
         external_id: str | None = None,
     ) -> None:
-        rules.check_range("max_session_duration", max_session_duration.to_seconds(), 3_600,
-                          rules.MAX_STS_SESSION, "seconds (IAM rule)", Token.is_unresolved)
+        rules.check_max_session_duration("max_session_duration",
+                                         max_session_duration.to_seconds(), Token.is_unresolved)
         super().__init__(scope, construct_id)
         self._extra = tuple(extra_trusted_principals)
         self._max_session_duration = max_session_duration
@@ -65,11 +65,7 @@ class WorkerRoles(Construct):
                 trusted, {"StringEquals": {"sts:ExternalId": self._external_id}})
         role = iam.Role(self, construct_id, assumed_by=trusted, description=description,
                         max_session_duration=self._max_session_duration)
-        # One statement naming every worker role, whatever the app's minimizePolicies flag
-        # (see _service_role).
-        role.node.default_child.add_property_override(
-            "AssumeRolePolicyDocument.Statement.0.Principal.AWS",
-            [worker.role_arn for worker in self.worker_roles])
+        _trust_in_one_statement(role, [worker.role_arn for worker in self.worker_roles])
         for worker in self.worker_roles:
             worker.add_to_principal_policy(iam.PolicyStatement(
                 actions=["sts:AssumeRole"], resources=[role.role_arn]))
@@ -79,11 +75,17 @@ class WorkerRoles(Construct):
         role = iam.Role(self, construct_id, assumed_by=iam.ServicePrincipal(service),
                         description=description)
         if self._extra:
-            # The extra ARNs join the service's own statement, whatever the app's
-            # minimizePolicies flag: moto denies AssumeRole unless every statement
-            # about sts:AssumeRole matches, so a statement per principal fails there.
-            cfn_role = role.node.default_child
-            arns = list(self._extra)
-            cfn_role.add_property_override("AssumeRolePolicyDocument.Statement.0.Principal.AWS",
-                                           arns[0] if len(arns) == 1 else arns)
+            _trust_in_one_statement(role, list(self._extra))
         return role
+
+
+def _trust_in_one_statement(role: iam.Role, arns: list[str]) -> None:
+    """Put ``arns`` in the first trust statement's ``Principal.AWS``.
+
+    CDK renders a statement per principal unless the app sets minimizePolicies, and
+    moto denies AssumeRole unless every statement about sts:AssumeRole matches, so
+    the trust is written as one statement whatever the app's flags.
+    """
+    role.node.default_child.add_property_override(
+        "AssumeRolePolicyDocument.Statement.0.Principal.AWS",
+        arns[0] if len(arns) == 1 else arns)

@@ -1,20 +1,18 @@
-"""Queues made the way the stack makes them (each with a DLQ and redrive), on an
-emulator, and the worker-config document that describes them."""
+"""Test fleets: a recording tasks module, a queue with its worker directory, and
+the helpers the worker tests share (queues and documents: ``local_aws.fleet``)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import boto3
 
 from local_aws.celery_worker import role_environment
+from local_aws.fleet import create_queue, prepare_worker_dir, worker_document
 from local_aws.moto_server import REGION
-from runtime.render import main as render_main
 
 STATIC_TEST_KEYS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 
@@ -22,48 +20,6 @@ STATIC_TEST_KEYS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"
 def sqs_client(endpoint_url: str):
     return boto3.client("sqs", endpoint_url=endpoint_url, region_name=REGION,
                         aws_access_key_id="test", aws_secret_access_key="test")
-
-
-def create_queue(sqs, name: str, *, visibility: int, wait: int,
-                 max_receive_count: int = 3) -> dict[str, Any]:
-    """One queue and its DLQ; returns the queue's entry of the worker-config document."""
-    fifo = name.endswith(".fifo")
-    dlq_name = name.replace(".fifo", "-dlq.fifo") if fifo else f"{name}-dlq"
-    attrs = {"FifoQueue": "true"} if fifo else {}
-    dlq_url = sqs.create_queue(QueueName=dlq_name, Attributes=attrs)["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-        "Attributes"]["QueueArn"]
-    url = sqs.create_queue(QueueName=name, Attributes={
-        **attrs, "VisibilityTimeout": str(visibility), "ReceiveMessageWaitTimeSeconds": str(wait),
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
-                                     "maxReceiveCount": max_receive_count})})["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
-        "Attributes"]["QueueArn"]
-    return {"url": url, "arn": arn, "fifo": fifo, "visibility_timeout": visibility,
-            "wait_time_seconds": wait, "task_time_limit": max(1, visibility - 1),
-            "max_countdown": 0,
-            "dead_letter_queue": {"url": dlq_url, "arn": dlq_arn,
-                                  "max_receive_count": max_receive_count},
-            "backoff_policy": {}, "backoff_tasks": [], "routes": []}
-
-
-def worker_document(queues: dict[str, dict[str, Any]], *, default_queue: str,
-                    result_table: str | None = None) -> dict[str, Any]:
-    doc: dict[str, Any] = {"schema": "celery-sqs-kit/worker-config", "version": 1,
-                           "region": REGION, "default_queue": default_queue, "queues": queues}
-    if result_table:
-        doc["result_backend"] = {"table": result_table, "ttl_seconds": 3600}
-    return doc
-
-
-def prepare_worker_dir(work: Path, document: dict[str, Any], *, transport: str,
-                       tasks_module: str, tasks_source: str) -> None:
-    """Write the document, render celeryconfig.py from it, and write the tasks module."""
-    (work / "worker-config.json").write_text(json.dumps(document))
-    if render_main(["--config", str(work / "worker-config.json"),
-                    "--out", str(work / "celeryconfig.py"), "--transport", transport]) != 0:
-        raise RuntimeError("rendering celeryconfig.py failed")
-    (work / f"{tasks_module}.py").write_text(tasks_source)
 
 
 def worker_env(work: Path, endpoint_url: str, **extra: str) -> dict[str, str]:

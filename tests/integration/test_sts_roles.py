@@ -11,9 +11,10 @@ import boto3
 import pytest
 
 from local_aws.celery_worker import CeleryWorker
+from local_aws.fleet import create_queue, prepare_worker_dir, worker_document
 from local_aws.moto_server import REGION
-from tests.integration.fleet import (RECORDING_TASKS, create_queue, lines, prepare_worker_dir,
-                                     publish, sqs_client, wait_for, worker_document, worker_env)
+from tests.integration.fleet import (RECORDING_TASKS, lines, publish, sqs_client, wait_for,
+                                     worker_env)
 
 pytestmark = pytest.mark.integration
 

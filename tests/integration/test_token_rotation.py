@@ -18,10 +18,10 @@ import boto3
 import pytest
 
 from local_aws.celery_worker import CeleryWorker, role_environment
+from local_aws.fleet import create_queue, prepare_worker_dir, worker_document
 from local_aws.moto_server import REGION, MotoServer
 from local_aws.operator import create_operator
-from tests.integration.fleet import (RECORDING_TASKS, create_queue, lines, prepare_worker_dir,
-                                     wait_for, worker_document)
+from tests.integration.fleet import RECORDING_TASKS, lines, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,11 @@ import boto3
 import pytest
 
 from local_aws.celery_worker import CeleryWorker
+from local_aws.fleet import create_queue, worker_document
 from local_aws.moto_server import REGION
 from local_aws.stage import PROJECT_ROOT
 from runtime.render import main as render_main
-from tests.integration.fleet import create_queue, sqs_client, worker_document, worker_env
+from tests.integration.fleet import sqs_client, worker_env
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,58 @@
+"""Queues made on an emulator the way the stack makes them (each with a DLQ and
+redrive), the worker-config document that describes them, and a worker directory
+rendered from it: shared by the integration tests and the benchmark."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from local_aws.moto_server import REGION
+from runtime.render import main as render_main
+from runtime.schema import SCHEMA, VERSION
+
+
+def create_queue(sqs, name: str, *, visibility: int, wait: int, max_receive_count: int = 3,
+                 task_time_limit: int | None = None) -> dict[str, Any]:
+    """One queue and its DLQ; returns the queue's entry of the worker-config document.
+    ``task_time_limit`` defaults to just under the visibility timeout."""
+    fifo = name.endswith(".fifo")
+    dlq_name = name.replace(".fifo", "-dlq.fifo") if fifo else f"{name}-dlq"
+    attrs = {"FifoQueue": "true"} if fifo else {}
+    dlq_url = sqs.create_queue(QueueName=dlq_name, Attributes=attrs)["QueueUrl"]
+    dlq_arn = _arn(sqs, dlq_url)
+    url = sqs.create_queue(QueueName=name, Attributes={
+        **attrs, "VisibilityTimeout": str(visibility), "ReceiveMessageWaitTimeSeconds": str(wait),
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
+                                     "maxReceiveCount": max_receive_count})})["QueueUrl"]
+    return {"url": url, "arn": _arn(sqs, url), "fifo": fifo, "visibility_timeout": visibility,
+            "wait_time_seconds": wait,
+            "task_time_limit": task_time_limit or max(1, visibility - 1), "max_countdown": 0,
+            "dead_letter_queue": {"url": dlq_url, "arn": dlq_arn,
+                                  "max_receive_count": max_receive_count},
+            "backoff_policy": {}, "backoff_tasks": [], "routes": []}
+
+
+def _arn(sqs, url: str) -> str:
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+
+
+def worker_document(queues: dict[str, dict[str, Any]], *, default_queue: str,
+                    result_table: str | None = None) -> dict[str, Any]:
+    doc: dict[str, Any] = {"schema": SCHEMA, "version": VERSION, "region": REGION,
+                           "default_queue": default_queue, "queues": queues}
+    if result_table:
+        doc["result_backend"] = {"table": result_table, "ttl_seconds": 3600}
+    return doc
+
+
+def prepare_worker_dir(work: Path, document: dict[str, Any], *, transport: str,
+                       tasks_module: str, tasks_source: str) -> None:
+    """Write the document, render celeryconfig.py from it, and write the tasks module."""
+    (work / "worker-config.json").write_text(json.dumps(document))
+    if render_main(["--config", str(work / "worker-config.json"),
+                    "--out", str(work / "celeryconfig.py"), "--transport", transport]) != 0:
+        raise RuntimeError("rendering celeryconfig.py failed")
+    (work / f"{tasks_module}.py").write_text(tasks_source)
