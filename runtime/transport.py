@@ -36,6 +36,12 @@ Receive loop
     removes stock's 100 ms hub stall after fast responses, and the need for
     pycurl. With ``polling_interval = 0`` an idle queue costs one receive per
     ``wait_time_seconds``: 180 requests an hour at 20 s (stock defaults: ~327).
+    A queue receives again only when a batch's worth of prefetch slots is free
+    (10, or half the prefetch window when that is smaller, so the pool is not
+    starved); until then it waits, parked, and acks and rejects resume it.
+    Stock receives as soon as one slot frees, so a busy worker makes many
+    receives of 2 or 3 messages, and with a full window it re-schedules its
+    receive on every pass of the event loop, spinning.
 
 Visibility
     Every held message (prefetched, running, waiting for its ETA) is kept
@@ -75,6 +81,7 @@ Options (``broker_transport_options``), with defaults:
 from __future__ import annotations
 
 import logging
+import math
 import random
 from functools import cached_property
 from typing import Any
@@ -84,6 +91,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from kombu.transport import SQS, virtual
 from kombu.utils.encoding import bytes_to_str
+from vine import promise
 
 from runtime.batching import DeleteBatcher
 from runtime.credentials import RoleCredentials
@@ -98,8 +106,22 @@ SOURCE_ATTRIBUTE = "kit_source_queue"
 RECEIVE_ATTRIBUTES = ["ApproximateReceiveCount", "MessageGroupId"]
 
 
+class QoS(SQS.QoS):
+    """Stock QoS that tells its channel when acks and rejects free prefetch slots."""
+
+    def ack(self, delivery_tag: str) -> None:
+        super().ack(delivery_tag)
+        self.channel.on_slots_freed()
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        super().reject(delivery_tag, requeue=requeue)
+        self.channel.on_slots_freed()
+
+
 class Channel(SQS.Channel):
     """Stock SQS channel with the kit's credentials, batching, heartbeat and receive loop."""
+
+    QoS = QoS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -112,6 +134,7 @@ class Channel(SQS.Channel):
         self._receive_failures: dict[str, int] = {}
         self._releases: list[Held] = []
         self._receiver: Receiver | None = None
+        self._parked: set[str] = set()
         self.batcher = DeleteBatcher(self.sqs, flush_delay=self.ack_flush_delay)
         self.keeper = VisibilityKeeper(self.sqs)
 
@@ -150,6 +173,30 @@ class Channel(SQS.Channel):
         if self._receiver is None:
             self._receiver = Receiver(self.hub)
         return self._receiver
+
+    def _schedule_queue(self, queue: str) -> None:
+        if queue not in self._active_queues:
+            return
+        if self._batch_slots_free():
+            self._get_bulk_async(queue, callback=promise(self._loop1, (queue,)))
+        else:
+            self._parked.add(queue)  # until on_slots_freed: no receive, no busy loop
+
+    def on_slots_freed(self) -> None:
+        """Resume the queues parked on a full prefetch window once a batch fits."""
+        if self._parked and self._batch_slots_free():
+            parked, self._parked = self._parked, set()
+            for queue in parked:
+                self.hub.call_soon(self._schedule_queue, queue)
+
+    def _batch_slots_free(self) -> bool:
+        free = self.qos.can_consume_max_estimate()  # None: no prefetch limit
+        batch = min(SQS.SQS_MAX_MESSAGES, max(1, math.ceil(self.qos.prefetch_count / 2)))
+        return free is None or free >= batch
+
+    def basic_qos(self, *args: Any, **kwargs: Any) -> None:
+        super().basic_qos(*args, **kwargs)  # Celery widens the window for ETA tasks
+        self.on_slots_freed()
 
     def _get_async(self, queue: str, count: int = 1, callback: Any = None) -> Any:
         q_url = self._new_queue(queue)

@@ -1,6 +1,8 @@
-"""The bundled transport at the wire, on fauxqs, every request counted by a proxy
-between the worker and the emulator: batched deletes flushed on SIGTERM, no
-control-plane calls, idle cost, and throttling, 5xx and AccessDenied handling."""
+"""The bundled transport at the wire, on fauxqs, requests counted by a proxy
+between the worker and the emulator (batched deletes flushed on SIGTERM, no
+control-plane calls, idle cost, throttling, 5xx and AccessDenied handling) or,
+where a proxy would change the timing, by a hook in the worker's client (full
+receive batches on a busy worker)."""
 
 from __future__ import annotations
 
@@ -54,6 +56,32 @@ def test_acks_are_batched_and_the_rest_is_flushed_on_sigterm(fleet, proxy, tmp_p
     counts = proxy.counts()
     assert counts.get("DeleteMessageBatch") == 3
     assert "DeleteMessage" not in counts
+
+
+RECEIVE_LOG = """
+import os as _os
+import botocore.client as _client
+_make_api_call = _client.BaseClient._make_api_call
+def _logged(self, operation, params):
+    response = _make_api_call(self, operation, params)
+    if operation == "ReceiveMessage":
+        with open(_os.environ["KIT_TEST_RUNS"] + ".receives", "a") as log:
+            log.write(f"{len(response.get('Messages', []))}\\n")
+    return response
+_client.BaseClient._make_api_call = _logged
+"""
+
+
+def test_a_busy_worker_receives_full_batches(fauxqs, tmp_path):
+    # Direct to fauxqs: stock's small receives show only when responses come back fast.
+    _sqs, _queue, env, runs = recording_fleet(fauxqs.endpoint_url, fauxqs.endpoint_url,
+                                              tmp_path, visibility=60, extra_config=RECEIVE_LOG)
+    publish(env, "from ttasks import quick\n[quick.delay(i) for i in range(300)]", tmp_path)
+    with CeleryWorker("ttasks", env, tmp_path / "worker.log", pool="prefork", concurrency=2):
+        wait_for(lambda: len(lines(runs)) == 300, 60, "300 tasks to run")
+    batches = [int(n) for n in lines(tmp_path / "runs.txt.receives") if n != "0"]
+    assert sum(batches) == 300
+    assert batches.count(10) >= 29, batches  # prefetch window 20: a receive waits for 10 free
 
 
 def test_a_worker_with_predefined_queues_makes_no_control_plane_call(fleet, proxy, tmp_path):

@@ -1,0 +1,93 @@
+"""The bundled transport's receive scheduling: a queue receives again only when a
+batch's worth of prefetch slots is free; until then it is parked (no receive, no
+busy loop), and acks, rejects and a wider window resume it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kombu import Connection
+
+from runtime.transport import Transport
+
+QUEUE = "work"
+
+
+class RecordingHub:
+    def __init__(self) -> None:
+        self.soon: list[tuple[Any, tuple[Any, ...]]] = []
+
+    def call_soon(self, callback: Any, *args: Any) -> None:
+        self.soon.append((callback, args))
+
+    def run_soon(self) -> None:
+        soon, self.soon = self.soon, []
+        for callback, args in soon:
+            callback(*args)
+
+
+@pytest.fixture
+def channel(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "unit")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unit")
+    connection = Connection(transport=Transport, transport_options={
+        "region": "us-east-1",
+        "predefined_queues": {QUEUE: {"url": f"https://sqs.example/123/{QUEUE}"}}})
+    ch = connection.channel()
+    ch.hub = RecordingHub()
+    ch.receives = []
+    monkeypatch.setattr(ch, "_get_async", lambda queue, count, callback=None:
+                        ch.receives.append(count))
+    ch._active_queues.append(QUEUE)
+    yield ch
+    for tag in list(ch.qos._delivered):  # nothing to give back to SQS at exit
+        ch.qos.ack(tag)
+
+
+class Delivered:
+    delivery_info: dict[str, Any] = {"routing_key": QUEUE}
+
+
+def hold(ch, count: int, prefetch: int) -> list[str]:
+    ch.basic_qos(prefetch_count=prefetch)
+    tags = [f"tag-{i}" for i in range(count)]
+    for tag in tags:
+        ch.qos.append(Delivered(), tag)
+    return tags
+
+
+def test_a_window_without_room_for_a_batch_parks_the_queue_instead_of_spinning(channel):
+    hold(channel, 11, prefetch=20)  # 9 free: stock would receive 9, or reschedule at once
+    channel._schedule_queue(QUEUE)
+    assert channel.receives == []
+    assert channel.hub.soon == []
+
+
+def test_acks_resume_a_parked_queue_once_a_full_batch_fits(channel):
+    tags = hold(channel, 12, prefetch=20)
+    channel._schedule_queue(QUEUE)
+    channel.qos.ack(tags[0])  # 9 free
+    assert channel.hub.soon == []
+    channel.qos.reject(tags[1])  # 10 free
+    channel.hub.run_soon()
+    assert channel.receives == [10]
+
+
+def test_a_small_window_receives_when_half_of_it_is_free(channel):
+    hold(channel, 1, prefetch=2)
+    channel._schedule_queue(QUEUE)
+    assert channel.receives == [1]
+
+
+def test_a_wider_window_resumes_a_parked_queue(channel):
+    hold(channel, 20, prefetch=20)
+    channel._schedule_queue(QUEUE)
+    channel.basic_qos(prefetch_count=30)  # as Celery does for ETA tasks
+    channel.hub.run_soon()
+    assert channel.receives == [10]
+
+
+def test_without_a_prefetch_limit_every_receive_asks_for_ten(channel):
+    channel._schedule_queue(QUEUE)
+    assert channel.receives == [10]
