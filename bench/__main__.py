@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.passes import Setting, measure
+from bench.passes import VARIANTS, Setting, measure
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-seconds", type=float, default=120.0)
     parser.add_argument("--pools", default="prefork,threads")
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--transports", default="stock,kit")
+    parser.add_argument("--transports", default=",".join(VARIANTS),
+                        help="stock (kombu's polling defaults), stock-tuned (the kit's "
+                             "polling options), kit")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     args = parser.parse_args(argv)
@@ -38,10 +40,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{platform.python_version()}; N={args.tasks}, concurrency {args.concurrency}")
     results = []
     for pool in args.pools.split(","):
-        for transport in args.transports.split(","):
-            setting = Setting(transport=transport, pool=pool, concurrency=args.concurrency)
-            print(f"{transport} / {pool}:", flush=True)
-            figures = measure(setting, work / f"{transport}-{pool}", tasks=args.tasks,
+        for variant in args.transports.split(","):
+            setting = Setting.of(variant, pool, args.concurrency)
+            print(f"{setting.name}:", flush=True)
+            figures = measure(setting, work / f"{variant}-{pool}", tasks=args.tasks,
                               counted_tasks=args.counted_tasks,
                               latency_tasks=args.latency_tasks, idle_seconds=args.idle_seconds,
                               log=lambda m: print(m, flush=True))
@@ -54,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(results: list[dict]) -> None:
-    columns = [("transport", "transport", "{}"), ("pool", "pool", "{}"),
+    columns = [("transport", "transport", "{}"), ("polling", "polling", "{}"),
+               ("pool", "pool", "{}"),
                ("tasks/s", "tasks_per_s", "{:.1f}"), ("req/task", "requests_per_task", "{:.2f}"),
                ("publish", "publish_requests_per_task", "{:.2f}"),
                ("consume", "consume_requests_per_task", "{:.2f}"),
@@ -67,9 +70,15 @@ def print_table(results: list[dict]) -> None:
     for row in rows:
         print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
     print()
+    for kit in (r for r in results if r["transport"] == "kit"):
+        for stock in (r for r in results if r["transport"] == "stock"
+                      and r["pool"] == kit["pool"]):
+            print(f"kit/stock ({stock['polling']}), {kit['pool']}: "
+                  f"{kit['tasks_per_s'] / stock['tasks_per_s']:.1f}x tasks/s")
+    print()
     for r in results:
         actions = ", ".join(f"{a} {n:.3f}" for a, n in r["requests_by_action"].items())
-        print(f"{r['transport']:>5}/{r['pool']:<8} per task: {actions}")
+        print(f"{r['transport']:>5}/{r['polling']:<14}/{r['pool']:<8} per task: {actions}")
 
 
 if __name__ == "__main__":

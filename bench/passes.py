@@ -38,11 +38,32 @@ for _ in range(count):
 '''
 
 
+KOMBU_DEFAULTS = "kombu defaults"
+"""Stock kombu's own polling: 10 s long polls and a 1 s polling interval."""
+RENDERED = "rendered"
+"""The rendered configuration's polling: 20 s long polls, no polling interval."""
+VARIANTS = {"stock": ("stock", KOMBU_DEFAULTS), "stock-tuned": ("stock", RENDERED),
+            "kit": ("kit", RENDERED)}
+"""What ``--transports`` names: stock as kombu ships it, stock with the kit's polling
+options, and the bundled transport."""
+
+
 @dataclass
 class Setting:
     transport: str  # "stock" or "kit"
     pool: str
     concurrency: int
+    polling: str = RENDERED
+
+    @classmethod
+    def of(cls, variant: str, pool: str, concurrency: int) -> Setting:
+        transport, polling = VARIANTS[variant]
+        return cls(transport, pool, concurrency, polling)
+
+    @property
+    def name(self) -> str:
+        tuned = self.transport == "stock" and self.polling == RENDERED
+        return f"{self.transport}{'-tuned' if tuned else ''}/{self.pool}"
 
 
 @dataclass
@@ -65,7 +86,8 @@ class Figures:
             for action, n in side.items():
                 by_action[action] = by_action.get(action, 0) + n / max(self.counted_tasks, 1)
         return {
-            "transport": self.setting.transport, "pool": self.setting.pool,
+            "transport": self.setting.transport, "polling": self.setting.polling,
+            "pool": self.setting.pool,
             "concurrency": self.setting.concurrency, "tasks": self.tasks,
             "tasks_per_s": round(self.tasks_per_s, 1),
             "requests_per_task": round(sum(by_action.values()), 3),
@@ -85,12 +107,9 @@ class Figures:
 class Stage:
     """A fresh fauxqs with the bench queue, and a worker directory rendered for it."""
 
-    def __init__(self, work: Path, setting: Setting, *, wait: int = 20,
-                 stock_defaults: bool = False) -> None:
+    def __init__(self, work: Path, setting: Setting) -> None:
         self.work = work
         self.setting = setting
-        self.wait = wait
-        self.stock_defaults = stock_defaults
         self.server = FauxqsServer(log_path=work / "fauxqs.log")
         self.record = work / "record.txt"
 
@@ -101,7 +120,7 @@ class Stage:
         self.server.start()
         sqs = boto3.client("sqs", endpoint_url=self.server.endpoint_url, region_name=REGION,
                            aws_access_key_id="bench", aws_secret_access_key="bench")
-        queue = create_queue(sqs, QUEUE, visibility=1800, wait=self.wait, max_receive_count=5,
+        queue = create_queue(sqs, QUEUE, visibility=1800, wait=20, max_receive_count=5,
                              task_time_limit=600)
         prepare_worker_dir(self.work, worker_document({QUEUE: queue}, default_queue=QUEUE),
                            transport="bundled" if self.setting.transport == "kit" else "stock",
@@ -111,7 +130,7 @@ class Stage:
         # (its rendered default of 1 is safer for it, and slower).
         with open(self.work / "celeryconfig.py", "a") as config:
             config.write(f"worker_prefetch_multiplier = {BUNDLED_PREFETCH}\n")
-            if self.stock_defaults:  # kombu's own polling: 10 s long polls + 1 s interval
+            if self.setting.polling == KOMBU_DEFAULTS:
                 config.write("broker_transport_options.pop('wait_time_seconds')\n"
                              "broker_transport_options.pop('polling_interval')\n")
         self.record.touch()
@@ -142,11 +161,11 @@ class Stage:
         return [tuple(map(float, line.split())) for line in
                 self.record.read_text().splitlines() if line.strip()]
 
-    def wait_for_records(self, count: int, timeout: float) -> float:
+    def wait_for_records(self, count: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if len(self.record.read_text().splitlines()) >= count:
-                return time.monotonic()
+                return
             time.sleep(0.05)
         raise TimeoutError(f"{len(self.records())}/{count} tasks ran within {timeout:.0f} s")
 
@@ -179,15 +198,17 @@ def tree_rss_mb(pid: int) -> float:
 def measure(setting: Setting, work: Path, *, tasks: int, counted_tasks: int,
             latency_tasks: int, idle_seconds: float, log=print) -> Figures:
     figures = Figures(setting, tasks=tasks, counted_tasks=counted_tasks)
-    name = f"{setting.transport}/{setting.pool}"
+    name = setting.name
 
     with Stage(work / "throughput", setting) as stage:  # nothing between worker and emulator
         figures.publish_per_s = tasks / stage.publish(tasks, stage.server.endpoint_url)
         with stage.worker(stage.server.endpoint_url, "worker") as w:
-            started = time.monotonic()
-            finished = stage.wait_for_records(tasks, timeout=1200)
-            figures.tasks_per_s = tasks / (finished - started)
+            stage.wait_for_records(tasks, timeout=1200)
             figures.rss_mb = tree_rss_mb(w._process.pid)
+        # From the first task's start to the last's, by the tasks' own clocks: a
+        # fast worker starts tasks before it reports itself ready.
+        starts = sorted(start for _sent, start in stage.records())
+        figures.tasks_per_s = (len(starts) - 1) / (starts[-1] - starts[0])
     log(f"  {name}: {figures.tasks_per_s:.1f} tasks/s consuming {tasks}")
 
     with Stage(work / "latency", setting) as stage:  # a running worker, a steady publish rate
@@ -210,9 +231,7 @@ def measure(setting: Setting, work: Path, *, tasks: int, counted_tasks: int,
         figures.consume_requests = consumer.counts()
     log(f"  {name}: requests publish {figures.publish_requests} consume {figures.consume_requests}")
 
-    # Idle cost as each is run by default: stock with kombu's polling defaults, the kit
-    # with its rendered 20 s long polls and no extra interval.
-    with Stage(work / "idle", setting, stock_defaults=setting.transport == "stock") as stage, \
+    with Stage(work / "idle", setting) as stage, \
             CountingProxy(stage.server.endpoint_url) as proxy:
         with stage.worker(proxy.endpoint_url, "worker"):
             proxy.reset()  # start-up polls are not idle cost

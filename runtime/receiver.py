@@ -29,7 +29,8 @@ Done = Callable[[Any], None]
 
 class Receiver:
     """``submit(queue, job, done)``: ``job()`` runs on the queue's thread, then
-    ``done(result or exception)`` runs on the hub thread."""
+    ``done(result or exception)`` runs on the hub thread. ``call_soon(callback)``
+    runs ``callback()`` on the hub thread, from any thread."""
 
     def __init__(self, hub: Any) -> None:
         self._hub = hub
@@ -63,13 +64,23 @@ class Receiver:
                 result: Any = job()
             except BaseException as error:  # handed to the hub thread, which decides
                 result = error
-            with self._lock:
-                # Checked under the lock close() holds while closing the pipe, so a
-                # late result is never written to a descriptor number reused since.
-                if self._closed:
-                    return
-                self._results.append((done, result))
-                os.write(self._write_fd, b"x")
+            if not self._hand_over(done, result):
+                return
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        """Run ``callback()`` on the hub thread, soon; callable from any thread,
+        since it wakes the hub through the pipe."""
+        self._hand_over(lambda _result: callback(), None)
+
+    def _hand_over(self, done: Done, result: Any) -> bool:
+        with self._lock:
+            # Checked under the lock close() holds while closing the pipe, so a
+            # late result is never written to a descriptor number reused since.
+            if self._closed:
+                return False
+            self._results.append((done, result))
+            os.write(self._write_fd, b"x")
+            return True
 
     def _on_readable(self) -> None:
         try:

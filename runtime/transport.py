@@ -83,6 +83,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import threading
 from functools import cached_property
 from typing import Any
 
@@ -135,6 +136,7 @@ class Channel(SQS.Channel):
         self._releases: list[Held] = []
         self._receiver: Receiver | None = None
         self._parked: set[str] = set()
+        self._park_lock = threading.Lock()
         self.batcher = DeleteBatcher(self.sqs, flush_delay=self.ack_flush_delay)
         self.keeper = VisibilityKeeper(self.sqs)
 
@@ -177,17 +179,29 @@ class Channel(SQS.Channel):
     def _schedule_queue(self, queue: str) -> None:
         if queue not in self._active_queues:
             return
-        if self._batch_slots_free():
-            self._get_bulk_async(queue, callback=promise(self._loop1, (queue,)))
-        else:
-            self._parked.add(queue)  # until on_slots_freed: no receive, no busy loop
+        with self._park_lock:
+            if not self._batch_slots_free():
+                self._parked.add(queue)  # until on_slots_freed: no receive, no busy loop
+                return
+        self._get_bulk_async(queue, callback=promise(self._loop1, (queue,)))
 
     def on_slots_freed(self) -> None:
-        """Resume the queues parked on a full prefetch window once a batch fits."""
-        if self._parked and self._batch_slots_free():
+        """Resume the queues parked on a full prefetch window once a batch fits.
+
+        Acks arrive on the hub thread (prefork) or on pool threads (threads pool),
+        so the resumption is handed to the hub through the receiver's pipe, which
+        wakes it; the lock makes parking and resuming atomic with the window check.
+        A queue parks only while messages are held, so the receiver exists by then.
+        """
+        with self._park_lock:
+            if not (self._parked and self._batch_slots_free()):
+                return
             parked, self._parked = self._parked, set()
-            for queue in parked:
-                self.hub.call_soon(self._schedule_queue, queue)
+        self.receiver.call_soon(lambda: self._resume(parked))
+
+    def _resume(self, queues: set[str]) -> None:
+        for queue in queues:
+            self._schedule_queue(queue)
 
     def _batch_slots_free(self) -> bool:
         free = self.qos.can_consume_max_estimate()  # None: no prefetch limit

@@ -4,6 +4,8 @@ busy loop), and acks, rejects and a wider window resume it."""
 
 from __future__ import annotations
 
+import select
+import threading
 from typing import Any
 
 import pytest
@@ -15,16 +17,27 @@ QUEUE = "work"
 
 
 class RecordingHub:
+    """Records what is scheduled; ``run()`` is one pass of the event loop."""
+
     def __init__(self) -> None:
         self.soon: list[tuple[Any, tuple[Any, ...]]] = []
+        self.readers: dict[int, Any] = {}
 
     def call_soon(self, callback: Any, *args: Any) -> None:
         self.soon.append((callback, args))
 
-    def run_soon(self) -> None:
+    def add_reader(self, fd: int, callback: Any) -> None:
+        self.readers[fd] = callback
+
+    def remove_reader(self, fd: int) -> None:
+        self.readers.pop(fd, None)
+
+    def run(self) -> None:
         soon, self.soon = self.soon, []
         for callback, args in soon:
             callback(*args)
+        for on_readable in list(self.readers.values()):
+            on_readable()
 
 
 @pytest.fixture
@@ -43,6 +56,7 @@ def channel(monkeypatch):
     yield ch
     for tag in list(ch.qos._delivered):  # nothing to give back to SQS at exit
         ch.qos.ack(tag)
+    ch.receiver.close()
 
 
 class Delivered:
@@ -60,6 +74,7 @@ def hold(ch, count: int, prefetch: int) -> list[str]:
 def test_a_window_without_room_for_a_batch_parks_the_queue_instead_of_spinning(channel):
     hold(channel, 11, prefetch=20)  # 9 free: stock would receive 9, or reschedule at once
     channel._schedule_queue(QUEUE)
+    channel.hub.run()
     assert channel.receives == []
     assert channel.hub.soon == []
 
@@ -68,9 +83,10 @@ def test_acks_resume_a_parked_queue_once_a_full_batch_fits(channel):
     tags = hold(channel, 12, prefetch=20)
     channel._schedule_queue(QUEUE)
     channel.qos.ack(tags[0])  # 9 free
-    assert channel.hub.soon == []
+    channel.hub.run()
+    assert channel.receives == []
     channel.qos.reject(tags[1])  # 10 free
-    channel.hub.run_soon()
+    channel.hub.run()
     assert channel.receives == [10]
 
 
@@ -84,10 +100,22 @@ def test_a_wider_window_resumes_a_parked_queue(channel):
     hold(channel, 20, prefetch=20)
     channel._schedule_queue(QUEUE)
     channel.basic_qos(prefetch_count=30)  # as Celery does for ETA tasks
-    channel.hub.run_soon()
+    channel.hub.run()
     assert channel.receives == [10]
 
 
 def test_without_a_prefetch_limit_every_receive_asks_for_ten(channel):
     channel._schedule_queue(QUEUE)
+    assert channel.receives == [10]
+
+
+def test_an_ack_from_a_pool_thread_wakes_the_hub(channel):
+    tags = hold(channel, 11, prefetch=20)
+    channel._schedule_queue(QUEUE)
+    acking = threading.Thread(target=channel.qos.ack, args=(tags[0],))  # as the threads pool
+    acking.start()
+    acking.join()
+    read_fd = next(iter(channel.hub.readers))
+    assert select.select([read_fd], [], [], 1.0)[0] == [read_fd]  # epoll would wake
+    channel.hub.run()
     assert channel.receives == [10]
