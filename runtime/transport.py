@@ -37,11 +37,13 @@ Receive loop
     pycurl. With ``polling_interval = 0`` an idle queue costs one receive per
     ``wait_time_seconds``: 180 requests an hour at 20 s (stock defaults: ~327).
     A queue receives again only when a batch's worth of prefetch slots is free
-    (10, or half the prefetch window when that is smaller, so the pool is not
-    starved); until then it waits, parked, and acks and rejects resume it.
-    Stock receives as soon as one slot frees, so a busy worker makes many
-    receives of 2 or 3 messages, and with a full window it re-schedules its
-    receive on every pass of the event loop, spinning.
+    (10, or half the prefetch window when that is smaller); until then it waits,
+    parked, and acks and rejects resume it. Once any slot is free it waits at
+    most ``receive_batch_wait`` seconds (default ``0.1``) for the rest, so a
+    small window never leaves pool processes idle for long
+    (``runtime.receive_window``). Stock receives as soon as one slot frees, so a
+    busy worker makes many receives of 2 or 3 messages, and with a full window
+    it re-schedules its receive on every pass of the event loop, spinning.
 
 Visibility
     Every held message (prefetched, running, waiting for its ETA) is kept
@@ -73,17 +75,15 @@ Errors
     keeps retrying with backoff, so a fixed policy needs no worker restart.
 
 Options (``broker_transport_options``), with defaults:
-``ack_flush_delay=0.1``, ``visibility_heartbeat=True``, ``sts_external_id=None``,
-``receive_max_backoff=60``; per predefined queue: ``dead_letter_queue`` (URL),
-``visibility_timeout``, ``sts_role_arn``.
+``ack_flush_delay=0.1``, ``receive_batch_wait=0.1``, ``visibility_heartbeat=True``,
+``sts_external_id=None``, ``receive_max_backoff=60``; per predefined queue:
+``dead_letter_queue`` (URL), ``visibility_timeout``, ``sts_role_arn``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import random
-import threading
 from functools import cached_property
 from typing import Any
 
@@ -96,6 +96,7 @@ from vine import promise
 
 from runtime.batching import DeleteBatcher
 from runtime.credentials import RoleCredentials
+from runtime.receive_window import ReceiveWindow
 from runtime.receiver import Receiver
 from runtime.sqs_errors import typed_error
 from runtime.visibility import Held, VisibilityKeeper
@@ -112,11 +113,11 @@ class QoS(SQS.QoS):
 
     def ack(self, delivery_tag: str) -> None:
         super().ack(delivery_tag)
-        self.channel.on_slots_freed()
+        self.channel.receive_window.slots_freed()
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         super().reject(delivery_tag, requeue=requeue)
-        self.channel.on_slots_freed()
+        self.channel.receive_window.slots_freed()
 
 
 class Channel(SQS.Channel):
@@ -135,8 +136,6 @@ class Channel(SQS.Channel):
         self._receive_failures: dict[str, int] = {}
         self._releases: list[Held] = []
         self._receiver: Receiver | None = None
-        self._parked: set[str] = set()
-        self._park_lock = threading.Lock()
         self.batcher = DeleteBatcher(self.sqs, flush_delay=self.ack_flush_delay)
         self.keeper = VisibilityKeeper(self.sqs)
 
@@ -152,6 +151,10 @@ class Channel(SQS.Channel):
     @cached_property
     def visibility_heartbeat(self) -> bool:
         return bool(self.transport_options.get("visibility_heartbeat", True))
+
+    @cached_property
+    def receive_batch_wait(self) -> float:
+        return float(self.transport_options.get("receive_batch_wait", 0.1))
 
     @cached_property
     def receive_max_backoff(self) -> float:
@@ -176,41 +179,23 @@ class Channel(SQS.Channel):
             self._receiver = Receiver(self.hub)
         return self._receiver
 
+    @cached_property
+    def receive_window(self) -> ReceiveWindow:
+        return ReceiveWindow(self.qos, self.hub, receive=self._receive_now,
+                             wake=lambda callback: self.receiver.call_soon(callback),
+                             batch_wait=self.receive_batch_wait)
+
     def _schedule_queue(self, queue: str) -> None:
-        if queue not in self._active_queues:
-            return
-        with self._park_lock:
-            if not self._batch_slots_free():
-                self._parked.add(queue)  # until on_slots_freed: no receive, no busy loop
-                return
-        self._get_bulk_async(queue, callback=promise(self._loop1, (queue,)))
+        if queue in self._active_queues:
+            self.receive_window.schedule(queue)
 
-    def on_slots_freed(self) -> None:
-        """Resume the queues parked on a full prefetch window once a batch fits.
-
-        Acks arrive on the hub thread (prefork) or on pool threads (threads pool),
-        so the resumption is handed to the hub through the receiver's pipe, which
-        wakes it; the lock makes parking and resuming atomic with the window check.
-        A queue parks only while messages are held, so the receiver exists by then.
-        """
-        with self._park_lock:
-            if not (self._parked and self._batch_slots_free()):
-                return
-            parked, self._parked = self._parked, set()
-        self.receiver.call_soon(lambda: self._resume(parked))
-
-    def _resume(self, queues: set[str]) -> None:
-        for queue in queues:
-            self._schedule_queue(queue)
-
-    def _batch_slots_free(self) -> bool:
-        free = self.qos.can_consume_max_estimate()  # None: no prefetch limit
-        batch = min(SQS.SQS_MAX_MESSAGES, max(1, math.ceil(self.qos.prefetch_count / 2)))
-        return free is None or free >= batch
+    def _receive_now(self, queue: str) -> None:
+        if queue in self._active_queues:
+            self._get_bulk_async(queue, callback=promise(self._loop1, (queue,)))
 
     def basic_qos(self, *args: Any, **kwargs: Any) -> None:
         super().basic_qos(*args, **kwargs)  # Celery widens the window for ETA tasks
-        self.on_slots_freed()
+        self.receive_window.slots_freed()
 
     def _get_async(self, queue: str, count: int = 1, callback: Any = None) -> Any:
         q_url = self._new_queue(queue)

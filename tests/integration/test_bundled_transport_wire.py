@@ -74,8 +74,10 @@ _client.BaseClient._make_api_call = _logged
 
 def test_a_busy_worker_receives_full_batches(fauxqs, tmp_path):
     # Direct to fauxqs: stock's small receives show only when responses come back fast.
-    _sqs, _queue, env, runs = recording_fleet(fauxqs.endpoint_url, fauxqs.endpoint_url,
-                                              tmp_path, visibility=60, extra_config=RECEIVE_LOG)
+    _sqs, _queue, env, runs = recording_fleet(
+        fauxqs.endpoint_url, fauxqs.endpoint_url, tmp_path, visibility=60,
+        # a batch wait long enough that a slow machine cannot end a wait early
+        extra_config=RECEIVE_LOG + "broker_transport_options['receive_batch_wait'] = 30\n")
     publish(env, "from ttasks import quick\n[quick.delay(i) for i in range(300)]", tmp_path)
     with CeleryWorker("ttasks", env, tmp_path / "worker.log", pool="prefork", concurrency=2):
         wait_for(lambda: len(lines(runs)) == 300, 60, "300 tasks to run")

@@ -1,6 +1,7 @@
-"""The bundled transport's receive scheduling: a queue receives again only when a
-batch's worth of prefetch slots is free; until then it is parked (no receive, no
-busy loop), and acks, rejects and a wider window resume it."""
+"""The bundled transport's receive scheduling (``runtime.receive_window`` wired to
+the channel's QoS): a queue receives again only when a batch's worth of prefetch
+slots is free; until then it is parked (no receive, no busy loop), and acks,
+rejects and a wider window resume it, or, once a slot is free, the batch wait."""
 
 from __future__ import annotations
 
@@ -16,15 +17,37 @@ from runtime.transport import Transport
 QUEUE = "work"
 
 
+class Timer:
+    def __init__(self, delay: float, callback: Any) -> None:
+        self.delay, self.callback, self.cancelled = delay, callback, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 class RecordingHub:
-    """Records what is scheduled; ``run()`` is one pass of the event loop."""
+    """Records what is scheduled; ``run()`` is one pass of the event loop and
+    ``fire_timers()`` lets time pass."""
 
     def __init__(self) -> None:
         self.soon: list[tuple[Any, tuple[Any, ...]]] = []
         self.readers: dict[int, Any] = {}
+        self.timers: list[Timer] = []
 
     def call_soon(self, callback: Any, *args: Any) -> None:
         self.soon.append((callback, args))
+
+    def call_later(self, delay: float, callback: Any) -> Timer:
+        self.timers.append(Timer(delay, callback))
+        return self.timers[-1]
+
+    def pending_timers(self) -> list[Timer]:
+        return [t for t in self.timers if not t.cancelled]
+
+    def fire_timers(self) -> None:
+        timers, self.timers = self.pending_timers(), []
+        for timer in timers:
+            timer.callback()
 
     def add_reader(self, fd: int, callback: Any) -> None:
         self.readers[fd] = callback
@@ -88,6 +111,19 @@ def test_acks_resume_a_parked_queue_once_a_full_batch_fits(channel):
     channel.qos.reject(tags[1])  # 10 free
     channel.hub.run()
     assert channel.receives == [10]
+    assert channel.hub.pending_timers() == []  # the batch wait is over with the batch
+
+
+def test_a_parked_queue_with_a_free_slot_waits_at_most_the_batch_wait(channel):
+    tags = hold(channel, 8, prefetch=8)  # batch of 4: half the window
+    channel._schedule_queue(QUEUE)
+    assert channel.hub.pending_timers() == []  # no slot free: nothing to wait for
+    channel.qos.ack(tags[0])
+    channel.hub.run()
+    assert channel.receives == []
+    assert [t.delay for t in channel.hub.pending_timers()] == [0.1]
+    channel.hub.fire_timers()
+    assert channel.receives == [1]  # the pool is not left idle for the other three
 
 
 def test_a_small_window_receives_when_half_of_it_is_free(channel):
