@@ -108,7 +108,7 @@ class DeleteBatcher:
             response = self._client_for(queue).delete_message_batch(QueueUrl=url,
                                                                      Entries=entries)
         except (ClientError, BotoCoreError, OSError) as error:
-            code = error_code(error) if isinstance(error, ClientError) else type(error).__name__
+            code = error_code(error)
             retry = [r for r in batch if r.attempts < MAX_ATTEMPTS] if is_transient(error) else []
             self._log_lost([r for r in batch if r not in retry], queue, code)
             if retry:

@@ -128,7 +128,7 @@ class RoleCredentials:
         try:
             response = self._assume_role_call(kwargs)
         except (ClientError, BotoCoreError) as error:
-            code = error_code(error) if isinstance(error, ClientError) else type(error).__name__
+            code = error_code(error)
             raise CredentialsError("*", "sts:AssumeRole", code, role_arn) from None
         c = response["Credentials"]
         logger.info("assumed %s as %s until %s", role_arn, self.session_name, c["Expiration"])

@@ -17,8 +17,11 @@ TRANSIENT = {"RequestThrottled", "ThrottlingException", "Throttling",
              "InternalError", "InternalFailure", "KmsThrottled", "KMS.ThrottlingException"}
 
 
-def error_code(error: ClientError) -> str:
-    return error.response.get("Error", {}).get("Code", "") or ""
+def error_code(error: BaseException) -> str:
+    """An AWS error's code, or the type name of any other failure (for logs and errors)."""
+    if isinstance(error, ClientError):
+        return error.response.get("Error", {}).get("Code", "") or ""
+    return type(error).__name__
 
 
 def is_transient(error: BaseException) -> bool:

@@ -130,8 +130,7 @@ class VisibilityKeeper:
                     response = self._client_for(chunk[0].queue).change_message_visibility_batch(
                         QueueUrl=url, Entries=request)
                 except (ClientError, BotoCoreError, OSError) as error:
-                    code = error_code(error) if isinstance(error, ClientError) \
-                        else type(error).__name__
+                    code = error_code(error)
                     logger.warning("could not %s visibility of %d message(s) on queue %r (%s)",
                                    what, len(chunk), chunk[0].queue, code)
                     continue
