@@ -211,11 +211,14 @@ class Channel(SQS.Channel):
             MessageSystemAttributeNames=RECEIVE_ATTRIBUTES, MessageAttributeNames=["All"])
         messages = response.get("Messages", [])
         if messages and self._closing:
-            # Arrived after shutdown began: give them straight back.
-            self.keeper.release_entries(
-                [Held.to_release(qname, q_url, m["ReceiptHandle"]) for m in messages])
+            self._give_back(qname, q_url, messages)  # arrived after shutdown began
             return []
         return messages
+
+    def _give_back(self, qname: str, q_url: str, messages: list[dict[str, Any]]) -> None:
+        """Make received messages visible again at once, undelivered."""
+        self.keeper.release_entries(
+            [Held.to_release(qname, q_url, m["ReceiptHandle"]) for m in messages])
 
     def _on_received(self, qname: str, q_url: str, result: Any, callback: Any) -> None:
         if isinstance(result, BaseException):
@@ -224,8 +227,7 @@ class Channel(SQS.Channel):
         self._receive_failures.pop(qname, None)
         deliver = None if self._closing else self.connection._callbacks.get(qname)
         if deliver is None:
-            self.keeper.release_entries(
-                [Held.to_release(qname, q_url, m["ReceiptHandle"]) for m in result])
+            self._give_back(qname, q_url, result)
             result = []
         delivered = 0
         for message in result:
