@@ -15,18 +15,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import boto3
-
-from local_aws.celery_worker import CeleryWorker, role_environment
+from local_aws.celery_worker import CeleryWorker
 from local_aws.counting_proxy import CountingProxy
 from local_aws.fauxqs import FauxqsServer
-from local_aws.fleet import create_queue, prepare_worker_dir, worker_document
-from local_aws.moto_server import REGION
+from local_aws.fleet import (create_queue, prepare_worker_dir, sqs_client, worker_document,
+                             worker_env)
 from runtime.celery_settings import BUNDLED_PREFETCH
 
 BENCH_DIR = Path(__file__).resolve().parent
 QUEUE = "bench"
-KEYS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
 PUBLISHER = '''
 import sys, time
 from benchtasks import noop
@@ -118,10 +115,8 @@ class Stage:
             shutil.rmtree(self.work)
         self.work.mkdir(parents=True)
         self.server.start()
-        sqs = boto3.client("sqs", endpoint_url=self.server.endpoint_url, region_name=REGION,
-                           aws_access_key_id="bench", aws_secret_access_key="bench")
-        queue = create_queue(sqs, QUEUE, visibility=1800, wait=20, max_receive_count=5,
-                             task_time_limit=600)
+        queue = create_queue(sqs_client(self.server.endpoint_url), QUEUE, visibility=1800,
+                             wait=20, max_receive_count=5, task_time_limit=600)
         prepare_worker_dir(self.work, worker_document({QUEUE: queue}, default_queue=QUEUE),
                            transport="bundled" if self.setting.transport == "kit" else "stock",
                            tasks_module="benchtasks",
@@ -140,9 +135,7 @@ class Stage:
         self.server.stop()
 
     def env(self, endpoint_url: str) -> dict[str, str]:
-        return role_environment(self.work, {"AWS_ENDPOINT_URL": endpoint_url,
-                                            "AWS_DEFAULT_REGION": REGION, **KEYS,
-                                            "KIT_BENCH_RECORD": str(self.record)})
+        return worker_env(self.work, endpoint_url, KIT_BENCH_RECORD=str(self.record))
 
     def publish(self, count: int, endpoint_url: str, pace: float = 0.0) -> float:
         started = time.monotonic()

@@ -1,6 +1,7 @@
 """Queues made on an emulator the way the stack makes them (each with a DLQ and
-redrive), the worker-config document that describes them, and a worker directory
-rendered from it: shared by the integration tests and the benchmark."""
+redrive), the worker-config document that describes them, a worker directory
+rendered from it, and the environment its processes run with: shared by the
+integration tests and the benchmark."""
 
 from __future__ import annotations
 
@@ -8,9 +9,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+import boto3
+
+from local_aws.celery_worker import role_environment
 from local_aws.moto_server import REGION
 from runtime.render import main as render_main
 from runtime.schema import SCHEMA, VERSION
+
+EMULATOR_KEYS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+"""Static keys for an emulator that does not check them; never real ones."""
+
+
+def sqs_client(endpoint_url: str):
+    return boto3.client("sqs", endpoint_url=endpoint_url, region_name=REGION,
+                        aws_access_key_id=EMULATOR_KEYS["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=EMULATOR_KEYS["AWS_SECRET_ACCESS_KEY"])
 
 
 def create_queue(sqs, name: str, *, visibility: int, wait: int, max_receive_count: int = 3,
@@ -56,3 +69,9 @@ def prepare_worker_dir(work: Path, document: dict[str, Any], *, transport: str,
                     "--out", str(work / "celeryconfig.py"), "--transport", transport]) != 0:
         raise RuntimeError("rendering celeryconfig.py failed")
     (work / f"{tasks_module}.py").write_text(tasks_source)
+
+
+def worker_env(work: Path, endpoint_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a worker or publisher run from ``work`` against an emulator."""
+    return role_environment(work, {"AWS_ENDPOINT_URL": endpoint_url,
+                                   "AWS_DEFAULT_REGION": REGION, **EMULATOR_KEYS, **extra})

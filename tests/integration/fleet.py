@@ -1,5 +1,6 @@
 """Test fleets: a recording tasks module, a queue with its worker directory, and
-the helpers the worker tests share (queues and documents: ``local_aws.fleet``)."""
+the helpers the worker tests share (queues, documents, clients and environments:
+``local_aws.fleet``)."""
 
 from __future__ import annotations
 
@@ -8,23 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
-
-from local_aws.celery_worker import role_environment
-from local_aws.fleet import create_queue, prepare_worker_dir, worker_document
-from local_aws.moto_server import REGION
-
-STATIC_TEST_KEYS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
-
-
-def sqs_client(endpoint_url: str):
-    return boto3.client("sqs", endpoint_url=endpoint_url, region_name=REGION,
-                        aws_access_key_id="test", aws_secret_access_key="test")
-
-
-def worker_env(work: Path, endpoint_url: str, **extra: str) -> dict[str, str]:
-    return role_environment(work, {"AWS_ENDPOINT_URL": endpoint_url,
-                                   "AWS_DEFAULT_REGION": REGION, **STATIC_TEST_KEYS, **extra})
+from local_aws.fleet import (create_queue, prepare_worker_dir, sqs_client, worker_document,
+                             worker_env)
 
 
 def queue_counts(sqs, url: str) -> tuple[int, int]:
