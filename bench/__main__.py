@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out.relative_to(ROOT)} in {time.monotonic() - started:.0f} s")
+    print(f"wrote {args.out} in {time.monotonic() - started:.0f} s")
     return 0
 
 
