@@ -60,6 +60,13 @@ class CeleryWorker:
         self.stop()
         raise TimeoutError(f"celery worker not ready after {timeout:.0f} s; see {self.log_path}")
 
+    @property
+    def pid(self) -> int:
+        """The worker's main process (what a health check or a signal is about)."""
+        if self._process is None:
+            raise RuntimeError("the worker has not been started")
+        return self._process.pid
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 

@@ -6,10 +6,15 @@ generated file and reads the emitted configuration when it starts, from
 ``CELERY_SQS_KIT_CONFIG_JSON``. ``CELERY_SQS_KIT_TRANSPORT=bundled`` selects the
 bundled transport. A missing or invalid document stops the worker with a
 :class:`runtime.errors.ConfigError` naming the source and the field.
+
+Importing it also installs :mod:`runtime.liveness`, so every worker configured
+this way keeps the state file ``python -m runtime.health`` checks (the worker
+image's HEALTHCHECK).
 """
 
 import os
 
+from runtime import liveness
 from runtime.celery_settings import celery_settings
 from runtime.config import load_config
 from runtime.errors import ConfigError
@@ -17,6 +22,7 @@ from runtime.render import TRANSPORTS
 
 try:
     _config = load_config()
+    liveness.install()
 except ConfigError as error:
     # One line, not a traceback through Celery's lazy settings loader.
     raise SystemExit(f"celery-sqs-kit: {error}") from None

@@ -1,0 +1,66 @@
+"""The health check against a real ``celery worker`` configured by runtime.celeryconfig:
+healthy while its event loop runs, stale when the loop stops, not running once killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from local_aws.celery_worker import CeleryWorker
+from local_aws.fleet import create_queue, sqs_client, worker_document, worker_env
+from tests.integration.fleet import wait_for
+
+pytestmark = pytest.mark.integration
+
+TASKS = '''
+from celery import Celery
+
+app = Celery("htasks")
+app.config_from_object("runtime.celeryconfig")
+
+
+@app.task
+def noop():
+    pass
+'''
+
+
+def test_health_follows_the_worker_through_a_stopped_loop_and_a_kill(moto, tmp_path):
+    name = f"h{uuid.uuid4().hex[:10]}"
+    queue = create_queue(sqs_client(moto.endpoint_url), name, visibility=30, wait=1)
+    (tmp_path / "htasks.py").write_text(TASKS)
+    env = worker_env(tmp_path, moto.endpoint_url,
+                     CELERY_SQS_KIT_CONFIG_JSON=json.dumps(
+                         worker_document({name: queue}, default_queue=name)),
+                     CELERY_SQS_KIT_TRANSPORT="bundled",
+                     CELERY_SQS_KIT_HEALTH_FILE=str(tmp_path / "health.json"),
+                     CELERY_SQS_KIT_HEALTH_MAX_AGE="2")
+
+    def health() -> tuple[int, str]:
+        done = subprocess.run([sys.executable, "-m", "runtime.health"], env=env,
+                              capture_output=True, text=True, timeout=30, check=False)
+        lines = (done.stdout + done.stderr).splitlines()
+        assert len(lines) == 1, lines
+        return done.returncode, lines[0]
+
+    with CeleryWorker("htasks", env, tmp_path / "worker.log", pool="threads",
+                      concurrency=1) as worker:
+        code, line = wait_for(lambda: (r := health())[0] == 0 and r, 10, "a healthy worker")
+        assert line.startswith(f"healthy: pid {worker.pid},")
+
+        os.kill(worker.pid, signal.SIGSTOP)
+        try:
+            code, line = wait_for(lambda: (r := health())[0] == 1 and r, 10, "a stale loop")
+            assert line.startswith("consumer loop stale: "), line
+        finally:
+            os.kill(worker.pid, signal.SIGKILL)
+        code, line = wait_for(lambda: "not running" in (r := health())[1] and r, 10,
+                              "the kill to show")
+        assert (code, line) == (1, f"worker process not running: pid {worker.pid} "
+                                   f"(from {tmp_path / 'health.json'})")
