@@ -12,7 +12,8 @@ the base image is built once per machine and layers stay cached; the socket and
 the daemon's run state live in a temporary directory removed at stop, after
 unmounting what the daemon leaves mounted there (the ``nsfs`` of its network
 namespace). A lock on the data root makes a second engine on the same machine
-wait for the first to stop, since two daemons cannot share one.
+wait for the first to stop, since two daemons cannot share one; a daemon left
+running by a run that died before stopping it is stopped by the next start.
 
 No container registry is reachable from this machine kind, so the base image is
 made from Debian packages (:data:`BASE_IMAGE`: ``mmdebstrap`` piped into ``docker
@@ -36,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import IO, Any
+
+from runtime.health import process_running
 
 PACKAGES = ("docker.io", "mmdebstrap")
 STATE_DIR = Path("/var/lib/celery-sqs-kit/container-engine")
@@ -105,6 +108,7 @@ class ContainerEngine:
             raise EngineUnavailable("dockerd needs root")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
+        self._stop_leftover()
         # A short path under /tmp: the daemon's unix sockets live under it.
         self._run_dir = Path(tempfile.mkdtemp(prefix="kit-engine-"))
         failures = []
@@ -171,6 +175,7 @@ class ContainerEngine:
             _unmount_below(self._run_dir)
             shutil.rmtree(self._run_dir, ignore_errors=True)
             self._run_dir = None
+            (self.state_dir / "run-dir").unlink(missing_ok=True)
         if self._lock is not None:
             self._lock.close()  # releases the flock
             self._lock = None
@@ -201,14 +206,35 @@ class ContainerEngine:
                     told = True
                 time.sleep(1)
 
+    def _stop_leftover(self) -> None:
+        """Stop a daemon left running by a run that died before :meth:`stop` (it has no
+        owner: this process holds the lock), and clear its run directory."""
+        pidfile, note = self.state_dir / "dockerd.pid", self.state_dir / "run-dir"
+        pid = int(pidfile.read_text().strip() or 0) if pidfile.exists() else 0
+        if pid and _is_dockerd(pid):
+            print(f"container engine: stopping dockerd {pid} left by an earlier run",
+                  file=sys.stderr)
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while _is_dockerd(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _is_dockerd(pid):
+                os.kill(pid, signal.SIGKILL)
+        pidfile.unlink(missing_ok=True)
+        if note.exists():
+            _unmount_below(Path(note.read_text()))
+            shutil.rmtree(note.read_text(), ignore_errors=True)
+            note.unlink()
+
     def _start_daemon(self, driver: str) -> str | None:
         """Start dockerd with ``driver``; None once it answers, else why it did not."""
         run = self._run_dir
+        (self.state_dir / "run-dir").write_text(str(run))
         log_path = run / f"dockerd-{driver}.log"
         with open(log_path, "wb") as log:
             self._daemon = subprocess.Popen(
                 ["dockerd", "--host", self.host, "--data-root", str(self.state_dir / "data"),
-                 "--exec-root", str(run / "exec"), "--pidfile", str(run / "docker.pid"),
+                 "--exec-root", str(run / "exec"), "--pidfile", str(self.state_dir / "dockerd.pid"),
                  "--storage-driver", driver, "--iptables=false", "--ip-forward=false",
                  "--bridge=none"], stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
@@ -216,6 +242,7 @@ class ContainerEngine:
             if self._daemon.poll() is not None:
                 lines = log_path.read_text(errors="replace").strip().splitlines()
                 _unmount_below(run)
+                _unmount_below(self.state_dir / "data")
                 return lines[-1] if lines else f"exited {self._daemon.returncode}"
             if _answers(run / "docker.sock"):
                 return None
@@ -238,12 +265,21 @@ def _answers(sock_path: Path) -> bool:
         return False
 
 
+def _is_dockerd(pid: int) -> bool:
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text(encoding="utf-8").strip()
+    except OSError:
+        return False
+    return name == "dockerd" and process_running(pid)
+
+
 def _unmount_below(root: Path) -> None:
-    """Unmount everything mounted under ``root`` (deepest first), e.g. the daemon's nsfs."""
-    prefix = str(root) + "/"
+    """Unmount ``root`` and everything mounted under it, deepest first: the daemon's
+    nsfs in its run directory, or the bind mount a failed storage driver leaves."""
     with open("/proc/self/mountinfo", encoding="utf-8") as mounts:
         points = [line.split()[4] for line in mounts]
-    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+    ours = [p for p in points if p == str(root) or p.startswith(f"{root}/")]
+    for point in sorted(ours, key=len, reverse=True):
         subprocess.run(["umount", point], capture_output=True, check=False)
 
 

@@ -71,7 +71,7 @@ def check(path: Path, now: float | None = None) -> tuple[bool, str]:
                        "does not load runtime.celeryconfig)")
     except (OSError, ValueError, TypeError, KeyError) as error:
         return False, f"state file unreadable: {path}: {error}"
-    if not _running(state.pid):
+    if not process_running(state.pid):
         return False, f"worker process not running: pid {state.pid} (from {path})"
     age = (time.monotonic() if now is None else now) - state.refreshed
     if age > state.max_age:
@@ -80,7 +80,7 @@ def check(path: Path, now: float | None = None) -> tuple[bool, str]:
     return True, f"healthy: pid {state.pid}, consumer loop ran {age:.1f} s ago"
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
     """Alive and not a zombie (a killed child its parent has not reaped yet)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
