@@ -40,7 +40,8 @@ from typing import IO, Any
 
 from runtime.health import process_running
 
-PACKAGES = ("docker.io", "mmdebstrap")
+PACKAGES = {"docker.io": "dockerd", "mmdebstrap": "mmdebstrap"}
+"""Debian package -> the program the project runs from it."""
 STATE_DIR = Path("/var/lib/celery-sqs-kit/container-engine")
 BASE_IMAGE = "celery-sqs-kit-base:bookworm"
 BASE_PACKAGES = "python3,python3-venv,ca-certificates"
@@ -79,9 +80,7 @@ def ensure_packages() -> list[str]:
 
 
 def _installed(package: str) -> bool:
-    query = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package],
-                           capture_output=True, text=True, check=False)
-    return query.stdout.endswith(" installed")
+    return shutil.which(PACKAGES[package]) is not None
 
 
 class ContainerEngine:
@@ -147,15 +146,18 @@ class ContainerEngine:
         """Build the Debian base image unless an image of that name exists; True if built."""
         if self.has_image(name):
             return False
-        strap = subprocess.Popen(
-            ["mmdebstrap", "--quiet", "--variant=minbase", f"--include={BASE_PACKAGES}",
-             "bookworm", "-", DEBIAN_MIRROR], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            imported = self.docker("import", "-", name, stdin=strap.stdout, check=False)
-        finally:
-            strap.stdout.close()
-            strap_error = strap.stderr.read().decode(errors="replace")
-            strap.wait()
+        # stderr to a file, not a pipe: a full pipe would stall mmdebstrap mid-stream.
+        with tempfile.TemporaryFile() as errors:
+            strap = subprocess.Popen(
+                ["mmdebstrap", "--quiet", "--variant=minbase", f"--include={BASE_PACKAGES}",
+                 "bookworm", "-", DEBIAN_MIRROR], stdout=subprocess.PIPE, stderr=errors)
+            try:
+                imported = self.docker("import", "-", name, stdin=strap.stdout, check=False)
+            finally:
+                strap.stdout.close()
+                strap.wait()
+            errors.seek(0)
+            strap_error = errors.read().decode(errors="replace")
         if strap.returncode != 0 or imported.returncode != 0:
             raise RuntimeError(f"building {name} failed: mmdebstrap exited {strap.returncode} "
                                f"({strap_error.strip()[-1000:]}); docker import exited "

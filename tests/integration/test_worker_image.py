@@ -16,7 +16,6 @@ import pytest
 from local_aws.container_engine import ContainerEngine, EngineUnavailable
 from local_aws.fleet import EMULATOR_KEYS, create_queue, sqs_client, worker_document, worker_env
 from local_aws.moto_server import REGION
-from local_aws.stage import PROJECT_ROOT
 from local_aws.worker_image import WorkerImage, build_image
 from runtime.render import main as render_main
 from tests.integration.fleet import publish, wait_for
