@@ -1,6 +1,6 @@
 """A loopback HTTP proxy that counts SQS requests by action, at the wire, and can
 answer the next N requests of an action with an error (throttling, 5xx,
-AccessDenied) for fault tests.
+AccessDenied), or stop answering at all (a black-holed network), for fault tests.
 
 Both sides of a comparison (stock kombu and the bundled transport, publisher
 and worker) point ``AWS_ENDPOINT_URL`` at it, so every request is counted the
@@ -43,6 +43,8 @@ class CountingProxy:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._faults: dict[str, list[tuple[int, str]]] = {}
+        self._hanging = threading.Event()
+        self._released = threading.Event()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -58,6 +60,9 @@ class CountingProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 action = action_of(self.headers, body)
                 proxy._count(action)
+                if proxy._hanging.is_set():
+                    proxy._released.wait()  # never answered while the network is "down"
+                    return
                 fault = proxy._take_fault(action)
                 if fault is not None:
                     status, code = fault
@@ -123,6 +128,10 @@ class CountingProxy:
         with self._lock:
             self._faults.setdefault(action, []).extend([(status, code)] * count)
 
+    def hang(self) -> None:
+        """From now on read every request and never answer it (until ``stop``)."""
+        self._hanging.set()
+
     def _take_fault(self, action: str) -> tuple[int, str] | None:
         with self._lock:
             pending = self._faults.get(action)
@@ -141,6 +150,7 @@ class CountingProxy:
         return self
 
     def stop(self) -> None:
+        self._released.set()
         self._http.stop()
 
     def __enter__(self) -> CountingProxy:
