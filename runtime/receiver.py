@@ -28,9 +28,11 @@ Done = Callable[[Any], None]
 
 
 class Receiver:
-    """``submit(queue, job, done)``: ``job()`` runs on the queue's thread, then
-    ``done(result or exception)`` runs on the hub thread. ``call_soon(callback)``
-    runs ``callback()`` on the hub thread, from any thread."""
+    """``submit(queue, job, done, undo)``: ``job()`` runs on the queue's thread, then
+    ``done(result or exception)`` runs on the hub thread, or, when the receiver was
+    closed meanwhile, ``undo(result)`` runs on the queue's thread (so a batch
+    received as shutdown began is given back, never left hidden).
+    ``call_soon(callback)`` runs ``callback()`` on the hub thread, from any thread."""
 
     def __init__(self, hub: Any) -> None:
         self._hub = hub
@@ -43,7 +45,7 @@ class Receiver:
         self._closed = False
         hub.add_reader(self._read_fd, self._on_readable)
 
-    def submit(self, name: str, job: Job, done: Done) -> None:
+    def submit(self, name: str, job: Job, done: Done, undo: Done) -> None:
         with self._lock:
             if self._closed:
                 return
@@ -52,19 +54,20 @@ class Receiver:
                 jobs = self._jobs[name] = queue_module.SimpleQueue()
                 threading.Thread(target=self._run, args=(jobs,),
                                  name=f"kit-sqs-receive-{name}", daemon=True).start()
-        jobs.put((job, done))
+        jobs.put((job, done, undo))
 
     def _run(self, jobs: queue_module.SimpleQueue) -> None:
         while True:
             item = jobs.get()
             if item is None:
                 return
-            job, done = item
+            job, done, undo = item
             try:
                 result: Any = job()
             except BaseException as error:  # handed to the hub thread, which decides
                 result = error
             if not self._hand_over(done, result):
+                self._safely(undo, result)
                 return
 
     def call_soon(self, callback: Callable[[], None]) -> None:
@@ -108,5 +111,12 @@ class Receiver:
             self._results.clear()
             os.close(self._read_fd)
             os.close(self._write_fd)
-        for done, result in pending:
-            done(result)
+        for done, result in pending:  # each runs, whatever an earlier one did
+            self._safely(done, result)
+
+    @staticmethod
+    def _safely(callback: Done, result: Any) -> None:
+        try:
+            callback(result)
+        except Exception:
+            logger.exception("handling a receive result at shutdown failed")

@@ -25,10 +25,15 @@ def error_code(error: BaseException) -> str:
 
 
 def is_transient(error: BaseException) -> bool:
+    """Whether the same call may succeed later: throttling, 5xx, expired credentials
+    (a refresh replaces them), and every failure that is not an answer from AWS
+    (connection refused, reset or timed out, a credentials provider or STS down).
+    Only AWS's own final answers are not: access denied, no such queue, a bad request."""
     if isinstance(error, ClientError):
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return error_code(error) in TRANSIENT or status >= 500
-    return isinstance(error, (OSError, TimeoutError))
+        code = error_code(error)
+        return code in TRANSIENT or code in _CREDENTIALS or status >= 500
+    return True
 
 
 def typed_error(error: ClientError, *, queue: str, action: str) -> TransportError | None:

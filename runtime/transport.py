@@ -84,60 +84,72 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
+import uuid
+from queue import Empty
 from functools import cached_property
 from typing import Any
 
 from botocore.client import BaseClient
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 from kombu.transport import SQS, virtual
 from kombu.utils.encoding import bytes_to_str
 from vine import promise
 
-from runtime.batching import DeleteBatcher
 from runtime.credentials import RoleCredentials
+from runtime.lane import QueueLane, close_lanes
 from runtime.receive_window import ReceiveWindow
 from runtime.receiver import Receiver
 from runtime.sqs_errors import typed_error
-from runtime.visibility import Held, VisibilityKeeper
 
 logger = logging.getLogger(__name__)
 
-REASON_ATTRIBUTE = "kit_reason"
-SOURCE_ATTRIBUTE = "kit_source_queue"
-RECEIVE_ATTRIBUTES = ["ApproximateReceiveCount", "MessageGroupId"]
+KIT_SYSTEM_ATTRIBUTES = ("ApproximateReceiveCount", "MessageGroupId", "MessageDeduplicationId")
+"""Received with every message: the backoff policy reads the first, DLQ moves keep the others."""
+POISON = "undecodable: not a kombu message"
+REJECTED = "rejected without requeue"
 
 
 class QoS(SQS.QoS):
-    """Stock QoS that tells its channel when acks and rejects free prefetch slots."""
+    """Stock QoS that tells its channel when acks and rejects free prefetch slots, and
+    applies backoff policies through the message's lane."""
 
     def ack(self, delivery_tag: str) -> None:
         super().ack(delivery_tag)
-        self.channel.receive_window.slots_freed()
+        self.channel.slots_freed()
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         super().reject(delivery_tag, requeue=requeue)
-        self.channel.receive_window.slots_freed()
+        self.channel.slots_freed()
+
+    def apply_backoff_policy(self, routing_key: str, delivery_tag: str,
+                             backoff_policy: dict[int, int], backoff_tasks: list[str]) -> None:
+        task_name, retries = self.extract_task_name_and_number_of_retries(delivery_tag)
+        delay = backoff_policy.get(retries) if task_name in backoff_tasks else None
+        if delay is not None:
+            url = self._delivered[delivery_tag].delivery_info["sqs_queue"]
+            self.channel.lane(url).change_visibility([delivery_tag], delay)
 
 
 class Channel(SQS.Channel):
-    """Stock SQS channel with the kit's credentials, batching, heartbeat and receive loop."""
+    """Stock SQS channel with the kit's credentials, lanes, receive loop and shutdown."""
 
     QoS = QoS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Read now: kombu clears channel.connection during close(), before the
-        # final acks and releases are sent, and these all go through it.
-        self._credentials = self.connection.credentials_for(self)
-        for option in ("queue_name_prefix", "visibility_timeout", "wait_time_seconds", "region"):
-            getattr(self, option)
         self._closing = False
+        self._lanes: dict[str, QueueLane] = {}
+        self._lanes_lock = threading.Lock()
         self._receive_failures: dict[str, int] = {}
-        self._releases: list[Held] = []
         self._receiver: Receiver | None = None
-        self.batcher = DeleteBatcher(self.sqs, flush_delay=self.ack_flush_delay)
-        self.keeper = VisibilityKeeper(self.sqs)
+        self._slot_freed = threading.Event()
+        super().__init__(*args, **kwargs)  # lists queues, for queues not predefined
+        # Read now: kombu clears channel.connection during close(), before the final
+        # acks and releases are sent, and these all go through it.
+        for option in ("_credentials", "queue_name_prefix", "visibility_timeout",
+                       "wait_time_seconds", "region", "_receive_attributes"):
+            getattr(self, option)
 
     # options, each with its default in one place ---------------------------------
     @cached_property
@@ -160,17 +172,55 @@ class Channel(SQS.Channel):
     def receive_max_backoff(self) -> float:
         return float(self.transport_options.get("receive_max_backoff", 60))
 
+    @cached_property
+    def shutdown_timeout(self) -> float:
+        return float(self.transport_options.get("shutdown_timeout", 10))
+
+    @cached_property
+    def _receive_attributes(self) -> dict[str, list[str]]:
+        """Stock's ``fetch_message_attributes`` handling, plus what the kit needs."""
+        wanted = self.get_message_attributes
+        system = wanted["MessageSystemAttributeNames"]
+        if "ALL" not in (name.upper() for name in system):
+            system = sorted(set(system) | set(KIT_SYSTEM_ATTRIBUTES))
+        return {"MessageSystemAttributeNames": system,
+                # stock asks for none by default; the kit asks for all, so DLQ moves keep them
+                "MessageAttributeNames": wanted["MessageAttributeNames"] or ["All"]}
+
     def _queue_option(self, queue: str | None, key: str, default: Any = None) -> Any:
         return (self.predefined_queues.get(queue) or {}).get(key, default) if queue else default
 
-    def _visibility_timeout_of(self, queue: str) -> int:
+    def _visibility_timeout_of(self, queue: str | None) -> int:
         return int(self._queue_option(queue, "visibility_timeout", self.visibility_timeout))
 
-    # clients ---------------------------------------------------------------------
-    def sqs(self, queue: str | None = None) -> BaseClient:
+    # clients -----------------------------------------------------------------------
+    @cached_property
+    def _credentials(self) -> RoleCredentials:
+        return self.connection.credentials_for(self)
+
+    def sqs(self, queue: str | None = None, profile: str = "ops") -> BaseClient:
         role = self._queue_option(queue, "sts_role_arn") or \
             self.transport_options.get("sts_role_arn")
-        return self._credentials.client("sqs", role)
+        return self._credentials.client("sqs", role, profile)
+
+    def lane(self, url: str, queue: str | None = None) -> QueueLane:
+        """The lane doing this queue's background work (made on first use)."""
+        lane = self._lanes.get(url)
+        if lane is not None:
+            return lane
+        with self._lanes_lock:
+            lane = self._lanes.get(url)
+            if lane is None:
+                name = queue or self._queue_name_of(url)
+                lane = self._lanes[url] = QueueLane(
+                    queue=name, url=url, visibility_timeout=self._visibility_timeout_of(name),
+                    client=lambda profile: self.sqs(name, profile),
+                    dead_letter_url=self._queue_option(name, "dead_letter_queue"),
+                    flush_delay=self.ack_flush_delay, heartbeat=self.visibility_heartbeat)
+            return lane
+
+    def _queue_name_of(self, url: str) -> str | None:
+        return next((name for name, known in self._queue_cache.items() if known == url), None)
 
     # receive -----------------------------------------------------------------------
     @property
@@ -185,6 +235,12 @@ class Channel(SQS.Channel):
                              wake=lambda callback: self.receiver.call_soon(callback),
                              batch_wait=self.receive_batch_wait)
 
+    def slots_freed(self) -> None:
+        """An ack, a reject or a wider window freed prefetch slots (any thread)."""
+        self._slot_freed.set()
+        if self.hub is not None:
+            self.receive_window.slots_freed()
+
     def _schedule_queue(self, queue: str) -> None:
         if queue in self._active_queues:
             self.receive_window.schedule(queue)
@@ -195,55 +251,72 @@ class Channel(SQS.Channel):
 
     def basic_qos(self, *args: Any, **kwargs: Any) -> None:
         super().basic_qos(*args, **kwargs)  # Celery widens the window for ETA tasks
-        self.receive_window.slots_freed()
+        self.slots_freed()
 
     def _get_async(self, queue: str, count: int = 1, callback: Any = None) -> Any:
         q_url = self._new_queue(queue)
         qname = self.canonical_queue_name(queue)
         self.receiver.submit(
-            qname, lambda: self._receive_blocking(qname, q_url, count),
-            lambda result: self._on_received(qname, q_url, result, callback))
+            qname, lambda: self._receive(qname, q_url, count),
+            lambda result: self._on_received(queue, qname, q_url, result, callback),
+            lambda result: self._give_back(q_url, qname, result))
         return callback
 
-    def _receive_blocking(self, qname: str, q_url: str, count: int) -> list[dict[str, Any]]:
-        response = self.sqs(qname).receive_message(
-            QueueUrl=q_url, MaxNumberOfMessages=count, WaitTimeSeconds=self.wait_time_seconds,
-            MessageSystemAttributeNames=RECEIVE_ATTRIBUTES, MessageAttributeNames=["All"])
-        messages = response.get("Messages", [])
-        if messages and self._closing:
-            self._give_back(qname, q_url, messages)  # arrived after shutdown began
-            return []
-        return messages
+    def _receive(self, qname: str, q_url: str, count: int) -> list[dict[str, Any]]:
+        """One ReceiveMessage (a long poll), on the calling thread."""
+        kwargs: dict[str, Any] = {"QueueUrl": q_url, "MaxNumberOfMessages": count,
+                                  "WaitTimeSeconds": self.wait_time_seconds,
+                                  **self._receive_attributes}
+        if self.visibility_heartbeat:  # the window the heartbeat plans with, not the queue's
+            kwargs["VisibilityTimeout"] = self._visibility_timeout_of(qname)
+        if q_url.endswith(".fifo"):
+            # botocore's retries of this receive reuse the id, so SQS answers a retry with
+            # the same messages instead of leaving them (and their group) hidden.
+            kwargs["ReceiveRequestAttemptId"] = uuid.uuid4().hex
+        return self.sqs(qname, "receive").receive_message(**kwargs).get("Messages", [])
 
-    def _give_back(self, qname: str, q_url: str, messages: list[dict[str, Any]]) -> None:
+    def _give_back(self, q_url: str, qname: str, result: Any) -> None:
         """Make received messages visible again at once, undelivered."""
-        self.keeper.release_entries(
-            [Held.to_release(qname, q_url, m["ReceiptHandle"]) for m in messages])
+        if isinstance(result, list) and result:
+            self.lane(q_url, qname).release([m["ReceiptHandle"] for m in result])
 
-    def _on_received(self, qname: str, q_url: str, result: Any, callback: Any) -> None:
+    def _on_received(self, queue: str, qname: str, q_url: str, result: Any,
+                     callback: Any) -> None:
         if isinstance(result, BaseException):
             self._on_receive_error(qname, result, callback)
             return
         self._receive_failures.pop(qname, None)
-        deliver = None if self._closing else self.connection._callbacks.get(qname)
+        deliver = None if self._closing else self.connection._callbacks.get(queue)
         if deliver is None:
-            self._give_back(qname, q_url, result)
-            result = []
-        delivered = 0
-        for message in result:
+            self._give_back(q_url, qname, result)
+            accepted = []
+        else:
+            accepted = self._accept(queue, qname, q_url, result)
+            for payload in accepted:
+                deliver(payload)
+        if callback is not None and not self._closing:
+            callback(len(accepted) or len(result))
+
+    def _accept(self, queue: str, qname: str, q_url: str,
+                messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Kombu payloads for a received batch: poison messages go to the DLQ, and the
+        whole batch is held (or, for no-ack consumers, acked) before any is delivered."""
+        lane = self.lane(q_url, qname)
+        payloads = []
+        for message in messages:
             payload = self._decode(message)
             if payload is None:
-                self._dead_letter(qname, q_url, message, "undecodable: not a kombu message")
-                continue
-            if qname in self._noack_queues:
-                self.batcher.add(qname, q_url, message["ReceiptHandle"])
-            elif self.visibility_heartbeat:
-                self.keeper.hold(message["ReceiptHandle"], queue=qname, url=q_url,
-                                 visibility_timeout=self._visibility_timeout_of(qname))
-            deliver(self._envelope_payload(payload, payload.get("body"), message, q_url))
-            delivered += 1
-        if callback is not None:
-            callback(delivered or len(result))
+                lane.dead_letter(message, POISON)
+            else:
+                payloads.append(self._envelope_payload(payload, payload.get("body"), message,
+                                                       q_url))
+        handles = [p["properties"]["delivery_tag"] for p in payloads]
+        if queue in self._noack_queues:
+            for handle in handles:
+                lane.ack(handle)
+        else:
+            lane.hold(handles)
+        return payloads
 
     def _on_receive_error(self, qname: str, error: BaseException, callback: Any) -> None:
         failures = self._receive_failures[qname] = self._receive_failures.get(qname, 0) + 1
@@ -266,35 +339,67 @@ class Channel(SQS.Channel):
             return None
         return payload
 
+    # consumers without Celery's event loop (drain_events, basic_get) ----------------------
+    def drain_events(self, timeout: float | None = None, callback: Any = None,
+                     **kwargs: Any) -> None:
+        if self._consumers and not self.qos.can_consume():
+            # Stock raises Empty at once and the caller polls again after
+            # polling_interval: with 0, a full window spins. Wait for an ack instead.
+            self._slot_freed.clear()
+            if not self.qos.can_consume():
+                self._slot_freed.wait(1.0 if timeout is None else min(timeout, 1.0))
+        return super().drain_events(timeout=timeout, callback=callback, **kwargs)
+
+    def _get_bulk(self, queue: str, max_if_unlimited: Any = SQS.SQS_MAX_MESSAGES,
+                  callback: Any = None) -> None:
+        payloads = self._receive_and_accept(queue, self._get_message_estimate())
+        if not payloads:
+            raise Empty()
+        for payload in payloads:
+            self.connection._deliver(payload, queue)
+
+    def _get(self, queue: str) -> dict[str, Any]:
+        payloads = self._receive_and_accept(queue, 1)
+        if not payloads:
+            raise Empty()
+        return payloads[0]
+
+    def _receive_and_accept(self, queue: str, count: int) -> list[dict[str, Any]]:
+        q_url = self._new_queue(queue)
+        qname = self.canonical_queue_name(queue)
+        return self._accept(queue, qname, q_url, self._receive(qname, q_url, count))
+
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        message = super().basic_get(queue, no_ack=no_ack, **kwargs)
+        if message is not None and no_ack:  # nobody will ack it: delete it now
+            self.lane(message.delivery_info["sqs_queue"]).ack(message.delivery_tag)
+        return message
+
     # acknowledgements ----------------------------------------------------------------
-    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+    def _sqs_delivery(self, delivery_tag: str) -> tuple[str, dict[str, Any]] | None:
+        """(queue URL, SQS message) of a delivery, if it came from SQS."""
         try:
             info = self.qos.get(delivery_tag).delivery_info
-            sqs_message = info["sqs_message"]
+            return info["sqs_queue"], info["sqs_message"]
         except KeyError:
-            return virtual.Channel.basic_ack(self, delivery_tag)
-        self.keeper.forget(delivery_tag)
-        self.batcher.add(self._queue_of(info), info["sqs_queue"], sqs_message["ReceiptHandle"])
+            return None
+
+    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        delivery = self._sqs_delivery(delivery_tag)
+        if delivery is not None:
+            self.lane(delivery[0]).ack(delivery_tag)
         return virtual.Channel.basic_ack(self, delivery_tag)
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        self.keeper.forget(delivery_tag)
-        if not requeue and not self.qos.is_backoff_task(delivery_tag):
-            try:
-                info = self.qos.get(delivery_tag).delivery_info
-                message = info["sqs_message"]
-            except KeyError:
-                pass
+        delivery = self._sqs_delivery(delivery_tag)
+        if delivery is not None and not requeue:
+            url, message = delivery
+            if self.qos.is_backoff_task(delivery_tag):
+                self.lane(url).forget(delivery_tag)  # its backoff policy sets its visibility
             else:
-                queue = self._queue_of(info)
-                if self._queue_option(queue, "dead_letter_queue"):
-                    self._dead_letter(queue, info["sqs_queue"], message,
-                                      "rejected without requeue")
-                    return virtual.Channel.basic_reject(self, delivery_tag, requeue=False)
-        return super().basic_reject(delivery_tag, requeue=requeue)
-
-    def _has_redrive_policy(self, queue: str | None, queue_url: str) -> bool:
-        return bool(self._queue_option(queue, "dead_letter_queue"))
+                self.lane(url).dead_letter(message, REJECTED)
+        # Not stock's basic_reject: it deletes rejected messages of queues without a DLQ.
+        return virtual.Channel.basic_reject(self, delivery_tag, requeue=requeue)
 
     def _restore(self, message: Any, unwanted_delivery_info: tuple[str, ...] = (
             "sqs_message", "sqs_queue")) -> None:
@@ -302,51 +407,7 @@ class Channel(SQS.Channel):
         sqs_message, q_url = info.get("sqs_message"), info.get("sqs_queue")
         if sqs_message is None or q_url is None:
             return super()._restore(message, unwanted_delivery_info)
-        handle = sqs_message["ReceiptHandle"]
-        self.keeper.forget(handle)
-        self._releases.append(Held.to_release(self._queue_of(info), q_url, handle))
-        if not self._closing:
-            self._flush_releases()
-
-    def _flush_releases(self) -> None:
-        releases, self._releases = self._releases, []
-        if releases:
-            self.keeper.release_entries(releases)
-
-    def _queue_of(self, info: dict[str, Any]) -> str | None:
-        routing_key = info.get("routing_key")
-        return self.canonical_queue_name(routing_key) if routing_key else None
-
-    # dead letters ----------------------------------------------------------------------
-    def _dead_letter(self, queue: str | None, q_url: str, message: dict[str, Any],
-                     reason: str) -> None:
-        dlq = self._queue_option(queue, "dead_letter_queue")
-        if not dlq:
-            logger.error("message %s on queue %r is %s and the queue has no DLQ: left for SQS "
-                         "to redeliver", message.get("MessageId"), queue, reason)
-            return
-        kwargs: dict[str, Any] = {
-            "QueueUrl": dlq, "MessageBody": message["Body"],
-            "MessageAttributes": {
-                REASON_ATTRIBUTE: {"DataType": "String", "StringValue": reason},
-                SOURCE_ATTRIBUTE: {"DataType": "String", "StringValue": str(queue)}},
-        }
-        if dlq.endswith(".fifo"):
-            kwargs["MessageGroupId"] = message.get("Attributes", {}).get("MessageGroupId",
-                                                                         "dead-letters")
-            kwargs["MessageDeduplicationId"] = message["MessageId"]
-        client = self.sqs(queue)
-        try:
-            client.send_message(**kwargs)
-        except (ClientError, BotoCoreError) as error:
-            logger.error("could not move message %s of queue %r to its DLQ (%s); left for SQS "
-                         "to redeliver", message.get("MessageId"), queue,
-                         typed_error(error, queue=str(queue), action="SendMessage")
-                         if isinstance(error, ClientError) else error)
-            return
-        self.batcher.add(queue, q_url, message["ReceiptHandle"])
-        logger.warning("moved message %s of queue %r to its DLQ: %s",
-                       message.get("MessageId"), queue, reason)
+        self.lane(q_url).release([sqs_message["ReceiptHandle"]])
 
     # publishing ------------------------------------------------------------------------
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
@@ -360,22 +421,23 @@ class Channel(SQS.Channel):
 
     # shutdown --------------------------------------------------------------------------
     def close(self) -> None:
+        """Stop receiving, give back what was received and not started, then send the
+        last acks before the releases; the lanes' part takes at most ``shutdown_timeout``."""
         if self._closing:
             return
         self._closing = True
+        for lane in list(self._lanes.values()):
+            lane.begin_close()  # what shutdown brings is sent by close_lanes, acks first
         steps = [
-            super().close,  # cancels consumers; unacked messages come back via _restore
-            self._flush_releases,
-            self.keeper.release_all,
             *([self._receiver.close] if self._receiver is not None else []),
-            self.batcher.close,  # the last acks
-            self.keeper.close,
+            super().close,  # cancels consumers; unacked messages come back via _restore
+            lambda: close_lanes(list(self._lanes.values()), self.shutdown_timeout),
         ]
         for step in steps:
             try:
                 step()
             except Exception:  # every step must run: a failed release must not cost an ack
-                logger.exception("closing the SQS channel: %s failed", step.__name__)
+                logger.exception("closing the SQS channel: a step failed")
 
 
 class Transport(SQS.Transport):
@@ -392,13 +454,32 @@ class Transport(SQS.Transport):
         """One set of clients and role refreshers per connection, shared by its channels."""
         if self._credentials is None:
             options = channel.transport_options
-            config = Config(retries={"mode": "standard", "max_attempts": 6},
-                            connect_timeout=5, read_timeout=channel.wait_time_seconds + 15,
-                            max_pool_connections=32)
-            if options.get("client-config"):
-                config = config.merge(Config(**options["client-config"]))
+            user = Config(**options["client-config"]) if options.get("client-config") else None
             self._credentials = RoleCredentials(
-                region=channel.region, token_timeout=int(options.get("sts_token_timeout", 900)),
-                external_id=options.get("sts_external_id"), client_config=config,
-                endpoint_url=channel.endpoint_url)
+                region=channel.region, configs=client_configs(channel.wait_time_seconds, user),
+                token_timeout=int(options.get("sts_token_timeout", 900)),
+                external_id=options.get("sts_external_id"), endpoint_url=channel.endpoint_url)
         return self._credentials
+
+
+def client_configs(wait_time_seconds: int, user: Config | None) -> dict[str, Config]:
+    """The botocore configuration of each client profile.
+
+    ``receive`` waits out a long poll; ``ops`` (every other call) fails a dead
+    connection in seconds, and the lane retries; ``shutdown`` makes one short
+    attempt, as stock kombu's release client does, so a bad network cannot hold up
+    a warm shutdown. The user's ``client-config`` applies to all three, but cannot
+    lengthen the shutdown's bounds.
+    """
+    def merged(config: Config) -> Config:
+        return config.merge(user) if user is not None else config
+
+    shutdown = Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 1})
+    return {
+        "receive": merged(Config(retries={"mode": "standard", "max_attempts": 6},
+                                 connect_timeout=5, read_timeout=wait_time_seconds + 15,
+                                 max_pool_connections=32)),
+        "ops": merged(Config(retries={"mode": "standard", "max_attempts": 3},
+                             connect_timeout=5, read_timeout=10, max_pool_connections=32)),
+        "shutdown": (user.merge(shutdown) if user is not None else shutdown),
+    }

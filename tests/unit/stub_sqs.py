@@ -21,5 +21,8 @@ class StubSqs:
     def change_message_visibility_batch(self, **kwargs: Any) -> dict[str, Any]:
         return self._record("ChangeMessageVisibilityBatch", kwargs)
 
+    def send_message(self, **kwargs: Any) -> dict[str, Any]:
+        return self._record("SendMessage", kwargs)
+
     def actions(self) -> list[str]:
         return [action for action, _ in self.calls]

@@ -1,117 +1,66 @@
-"""runtime.batching: acks become DeleteMessageBatch calls; nothing is dropped silently."""
+"""runtime.batching: one *Batch call, each entry sorted into done, retry or failed."""
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
-from botocore.exceptions import ClientError
-
-from runtime.batching import DeleteBatcher
+from runtime.batching import send_batch
+from runtime.errors import CredentialsError
 from tests.unit.stub_sqs import StubSqs
 
 URL = "https://sqs.us-east-1.amazonaws.com/123456789012/work"
 
 
-def batcher(stub: StubSqs, delay: float = 3600.0) -> DeleteBatcher:
-    return DeleteBatcher(lambda _queue: stub, flush_delay=delay)
+def delete(stub: StubSqs, handles: list[str]):
+    return send_batch(stub.delete_message_batch, URL, handles,
+                      lambda h: {"ReceiptHandle": h})
 
 
-def test_receipts_are_sent_ten_at_a_time():
+def test_entries_are_numbered_and_sent_in_one_call():
     stub = StubSqs()
-    b = batcher(stub)
-    for i in range(25):
-        b.add("work", URL, f"r{i}")
-    b.close()
-    sizes = [len(kwargs["Entries"]) for _action, kwargs in stub.calls]
-    assert sorted(sizes) == [5, 10, 10]
-    handles = [e["ReceiptHandle"] for _a, kw in stub.calls for e in kw["Entries"]]
-    assert sorted(handles) == sorted(f"r{i}" for i in range(25))
-    assert b.deleted == 25
+    outcome = delete(stub, ["a", "b"])
+    assert stub.calls == [("DeleteMessageBatch", {"QueueUrl": URL, "Entries": [
+        {"Id": "0", "ReceiptHandle": "a"}, {"Id": "1", "ReceiptHandle": "b"}]})]
+    assert outcome.done == ["a", "b"] and outcome.retry == [] and outcome.failed == []
 
 
-def test_each_batch_targets_one_queue():
+def test_more_than_ten_entries_is_refused_before_any_request():
     stub = StubSqs()
-    b = batcher(stub)
-    b.add("work", URL, "a")
-    b.add("other", URL + "-other", "b")
-    b.close()
-    assert sorted(kw["QueueUrl"] for _a, kw in stub.calls) == [URL, URL + "-other"]
+    with pytest.raises(ValueError, match="at most 10 entries, got 11"):
+        delete(stub, [str(i) for i in range(11)])
+    assert stub.calls == []
 
 
-def test_pending_receipts_are_flushed_after_the_delay_without_shutdown():
-    sent = threading.Event()
-    stub = StubSqs(lambda _a, _kw: sent.set() or {})
-    b = batcher(stub, delay=0.05)
-    b.add("work", URL, "only")
-    assert sent.wait(timeout=10)
-    b.close()
-    assert stub.actions() == ["DeleteMessageBatch"]
-
-
-def test_a_server_side_entry_failure_is_retried():
-    answers = iter([{"Failed": [{"Id": "1", "SenderFault": False, "Code": "InternalError"}]}, {}])
-    stub = StubSqs(lambda _a, _kw: next(answers))
-    b = batcher(stub)
-    b.add("work", URL, "ok")
-    b.add("work", URL, "retry-me")
-    b.close()
-    assert [e["ReceiptHandle"] for e in stub.calls[1][1]["Entries"]] == ["retry-me"]
-    assert b.deleted == 2
-
-
-def test_a_sender_fault_is_logged_with_queue_and_code_not_retried(caplog):
+def test_a_server_side_entry_failure_is_retried_a_sender_fault_is_final():
     stub = StubSqs(lambda _a, _kw: {"Failed": [
-        {"Id": "0", "SenderFault": True, "Code": "ReceiptHandleIsInvalid"}]})
-    b = batcher(stub)
-    b.add("work", URL, "stale")
-    with caplog.at_level(logging.WARNING):
-        b.close()
-    assert len(stub.calls) == 1
-    assert "queue 'work' (ReceiptHandleIsInvalid)" in caplog.text
-    assert "deliver them again" in caplog.text
+        {"Id": "1", "SenderFault": False, "Code": "InternalError"},
+        {"Id": "2", "SenderFault": True, "Code": "ReceiptHandleIsInvalid"}]})
+    outcome = delete(stub, ["ok", "again", "stale"])
+    assert outcome.done == ["ok"]
+    assert outcome.retry == ["again"]
+    assert outcome.failed == [("stale", "ReceiptHandleIsInvalid")]
 
 
-def test_throttling_is_retried_then_succeeds():
-    answers = iter(["throttle", {}])
-
+@pytest.mark.parametrize("error", [
+    ClientError({"Error": {"Code": "RequestThrottled"}}, "DeleteMessageBatch"),
+    ClientError({"Error": {"Code": "ExpiredToken"}}, "DeleteMessageBatch"),
+    EndpointConnectionError(endpoint_url=URL),
+    ReadTimeoutError(endpoint_url=URL),
+    CredentialsError("*", "sts:AssumeRole", "RequestTimeout"),  # botocore's mandatory refresh
+    RuntimeError("anything else"),
+], ids=lambda e: type(e).__name__)
+def test_a_whole_call_failing_transiently_keeps_every_entry_to_retry(error):
     def respond(_action, _kwargs):
-        answer = next(answers)
-        if answer == "throttle":
-            raise ClientError({"Error": {"Code": "RequestThrottled"}}, "DeleteMessageBatch")
-        return answer
-
-    stub = StubSqs(respond)
-    b = batcher(stub)
-    b.add("work", URL, "r")
-    b.close()
-    assert len(stub.calls) == 2
-    assert b.deleted == 1
+        raise error
+    outcome = delete(StubSqs(respond), ["a", "b"])
+    assert outcome.retry == ["a", "b"] and outcome.done == [] and outcome.failed == []
+    assert outcome.error is error
 
 
-def test_access_denied_is_not_retried_and_is_logged(caplog):
+def test_access_denied_fails_every_entry_for_good_with_its_code():
     def respond(_action, _kwargs):
-        raise ClientError({"Error": {"Code": "AccessDenied"}}, "DeleteMessageBatch")
-
-    stub = StubSqs(respond)
-    b = batcher(stub)
-    b.add("work", URL, "r")
-    with caplog.at_level(logging.WARNING):
-        b.close()
-    assert len(stub.calls) == 1
-    assert "AccessDenied" in caplog.text
-
-
-def test_a_full_batch_goes_at_once_and_the_remainder_waits_for_its_delay():
-    stub = StubSqs()
-    b = batcher(stub, delay=3600.0)
-    for i in range(13):
-        b.add("work", URL, f"r{i}")  # the tenth wakes the flusher, long before the delay
-    deadline = time.monotonic() + 10
-    while not stub.calls and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.2)  # time enough for a wrongly eager flusher to send the other three
-    assert [len(kw["Entries"]) for _a, kw in stub.calls] == [10]
-    b.close()  # shutdown sends the remainder
-    assert [len(kw["Entries"]) for _a, kw in stub.calls] == [10, 3]
+        raise ClientError({"Error": {"Code": "AccessDenied"},
+                           "ResponseMetadata": {"HTTPStatusCode": 403}}, "DeleteMessageBatch")
+    outcome = delete(StubSqs(respond), ["a"])
+    assert outcome.failed == [("a", "AccessDenied")] and outcome.retry == []

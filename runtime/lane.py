@@ -1,0 +1,408 @@
+"""One queue's background SQS work, in order, on a thread of its own.
+
+Every message the worker receives is in its queue's lane until SQS has deleted
+it or has it back::
+
+    hold ─▶ held: extended before it would reappear ─┬─ ack ──────────▶ deleting ─▶ gone
+                                                      ├─ dead_letter ──▶ sent to the DLQ ─▶ deleting
+                                                      ├─ release ──────▶ visibility 0 (or a backoff delay)
+                                                      └─ forget ───────▶ left for SQS to redeliver
+
+A message is kept invisible until its delete has landed, not only until its ack,
+so a backed-up delete cannot let it reappear. Work is asked for from any thread
+(the hub, pool threads, receive threads) and done on the lane's thread, on each
+pass in this order: visibility changes, dead-letter moves, deletes (batches of
+10, sent when 10 wait or ``flush_delay`` after the first), extensions
+(``runtime.visibility``).
+
+Why a lane per queue: a slow or failing queue (throttled, its role's STS
+unreachable) delays only its own work; and a release is never undone by an
+extension already on the wire, because both run on this one thread in order.
+
+Failures: nothing is dropped on a failure that may pass. Work whose call failed
+transiently (throttling, 5xx, network, credentials: ``runtime.sqs_errors.is_transient``)
+is kept and retried with a jittered backoff per kind of work (0.2 s doubling, at
+most 30 s or a quarter of the visibility timeout), each failure logged. A final
+answer (access denied, a stale receipt handle) is logged with the queue and the
+code, and SQS then delivers the message again: at-least-once, never silent.
+
+Shutdown (``close``): the thread stops; then, with a short-timeout, single-attempt
+client, the pending acks go first (a lost ack runs a task again), then dead-letter
+moves, then every message still held is released, all within ``timeout`` seconds.
+What is left at the deadline is logged and left to SQS's visibility timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.client import BaseClient
+
+from runtime.batching import BATCH_SIZE, send_batch
+from runtime.sqs_errors import error_code, is_transient
+from runtime.ticker import Ticker
+from runtime.visibility import Held, extension, extension_due_at
+
+logger = logging.getLogger(__name__)
+
+REASON_ATTRIBUTE = "kit_reason"
+SOURCE_ATTRIBUTE = "kit_source_queue"
+MAX_MESSAGE_ATTRIBUTES = 10
+"""SQS's limit of message attributes on one message."""
+
+IDLE = 3600.0
+BACKOFF_BASE, BACKOFF_MAX = 0.2, 30.0
+LATE_WORK_SECONDS = 5.0
+"""Bound on work asked for after ``close`` (a receive that returned late), done at once."""
+
+ClientFor = Callable[[str], BaseClient]
+"""``client(profile)``: the queue's SQS client, ``"ops"`` or ``"shutdown"``."""
+
+
+class _Backoff:
+    def __init__(self, cap: float) -> None:
+        self.cap = cap
+        self.failures = 0
+        self.retry_at = 0.0
+
+    def failed(self, now: float) -> float:
+        self.failures += 1
+        delay = min(self.cap, BACKOFF_BASE * 2 ** (self.failures - 1)) * random.uniform(0.5, 1.0)
+        self.retry_at = now + delay
+        return delay
+
+    def succeeded(self) -> None:
+        self.failures, self.retry_at = 0, 0.0
+
+
+@dataclass
+class _Move:
+    message: dict[str, Any]
+    reason: str
+
+
+class QueueLane:
+    """``hold``, ``ack``, ``release``, ``change_visibility``, ``dead_letter`` and ``forget``
+    from any thread; ``close(timeout)`` once, at shutdown."""
+
+    def __init__(self, *, queue: str | None, url: str, visibility_timeout: int,
+                 client: ClientFor, dead_letter_url: str | None = None,
+                 flush_delay: float = 0.1, heartbeat: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.queue = queue
+        self.url = url
+        self.visibility_timeout = visibility_timeout
+        self.dead_letter_url = dead_letter_url
+        self.flush_delay = flush_delay
+        self.heartbeat = heartbeat
+        self._client = client
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._held: dict[str, Held] = {}
+        self._deletes: list[str] = []
+        self._deletes_since: float | None = None
+        self._changes: list[tuple[str, int]] = []  # (receipt handle, visibility timeout)
+        self._moves: list[_Move] = []
+        cap = min(BACKOFF_MAX, max(visibility_timeout / 4, BACKOFF_BASE))
+        self._backoff = {kind: _Backoff(cap) for kind in ("change", "move", "delete", "extend")}
+        self._stopping = False  # close has begun: work waits for close() to send it in order
+        self._closed = False
+        self.deleted = 0
+        name = queue or url.rsplit("/", 1)[-1]
+        self._ticker = Ticker(f"kit-sqs-lane-{name}", self._tick, interval=IDLE)
+
+    # asked for from any thread ---------------------------------------------------------
+    def hold(self, handles: Iterable[str]) -> None:
+        """Keep these just-received messages invisible until they are dealt with."""
+        now = self._clock()
+        with self._lock:
+            first = not self._held
+            for handle in handles:
+                self._held[handle] = Held(handle, now, now + self.visibility_timeout,
+                                          extending=self.heartbeat)
+        if first and self.heartbeat:
+            self._wake()
+
+    def ack(self, handle: str) -> None:
+        """Delete this message (batched); it stays invisible until the delete lands."""
+        waiting = self._queue_delete(handle)
+        if waiting == 1 or waiting >= BATCH_SIZE:
+            self._wake()
+
+    def _queue_delete(self, handle: str) -> int:
+        with self._lock:
+            held = self._held.get(handle)
+            if held is not None:
+                held.done = True
+            self._deletes.append(handle)
+            if self._deletes_since is None:
+                self._deletes_since = self._clock()
+            return len(self._deletes)
+
+    def release(self, handles: Iterable[str]) -> None:
+        """Make these messages visible again at once."""
+        self.change_visibility(handles, 0)
+
+    def change_visibility(self, handles: Iterable[str], timeout: int) -> None:
+        """Stop holding these messages; visible again in ``timeout`` seconds."""
+        with self._lock:
+            for handle in handles:
+                self._held.pop(handle, None)
+                self._changes.append((handle, timeout))
+        self._wake()
+
+    def forget(self, handle: str) -> None:
+        """Stop holding this message: SQS delivers it again when its visibility ends."""
+        with self._lock:
+            self._held.pop(handle, None)
+
+    def dead_letter(self, message: dict[str, Any], reason: str) -> None:
+        """Move this message to the queue's DLQ with ``reason``, then delete it; without a
+        DLQ, leave it for SQS to deliver again (and to its redrive policy)."""
+        handle = message["ReceiptHandle"]
+        if not self.dead_letter_url:
+            self.forget(handle)
+            logger.error("message %s on queue %r is %s and the queue has no DLQ: left for SQS "
+                         "to deliver again", message.get("MessageId"), self.queue, reason)
+            return
+        now = self._clock()
+        with self._lock:
+            held = self._held.setdefault(handle, Held(handle, now, now + self.visibility_timeout,
+                                                      extending=self.heartbeat))
+            held.done = True
+            self._moves.append(_Move(message, reason))
+        self._wake()
+
+    def holds(self, handle: str) -> bool:
+        with self._lock:
+            return handle in self._held
+
+    def _wake(self) -> None:
+        if self._closed:
+            self._drain(time.monotonic() + LATE_WORK_SECONDS)
+        elif not self._stopping:
+            self._ticker.wake()
+
+    # the lane's thread -------------------------------------------------------------------
+    def _tick(self) -> float:
+        now = self._clock()
+        client = self._client("ops")
+        steps: list[tuple[str, Callable[[], bool]]] = [
+            ("change", lambda: self._send_changes(client)),
+            ("move", lambda: self._send_moves(client)),
+            ("delete", lambda: self._send_deletes(client, now, everything=False)),
+            ("extend", lambda: self._extend(client, now)),
+        ]
+        for kind, step in steps:
+            backoff = self._backoff[kind]
+            if now < backoff.retry_at:
+                continue
+            if step():
+                backoff.failed(self._clock())
+            else:
+                backoff.succeeded()
+        return self._next_delay()
+
+    def _next_delay(self) -> float:
+        now = self._clock()
+        times = []
+        with self._lock:
+            if self._changes:
+                times.append(self._backoff["change"].retry_at)
+            if self._moves:
+                times.append(self._backoff["move"].retry_at)
+            if self._deletes:
+                due = now if len(self._deletes) >= BATCH_SIZE else \
+                    (self._deletes_since or now) + self.flush_delay
+                times.append(max(due, self._backoff["delete"].retry_at))
+            extending = [extension_due_at(h, self.visibility_timeout)
+                         for h in self._held.values() if h.extending]
+        if extending:
+            times.append(max(min(extending), self._backoff["extend"].retry_at))
+        return max(0.0, min(times, default=now + IDLE) - now)
+
+    # each step sends what is ready and says whether anything must be retried ---------------
+    def _send_changes(self, client: BaseClient) -> bool:
+        while True:
+            with self._lock:
+                batch, self._changes = self._changes[:BATCH_SIZE], self._changes[BATCH_SIZE:]
+            if not batch:
+                return False
+            outcome = send_batch(client.change_message_visibility_batch, self.url, batch,
+                                 lambda c: {"ReceiptHandle": c[0], "VisibilityTimeout": c[1]})
+            for _change, code in outcome.failed:
+                logger.info("could not change the visibility of a message on queue %r (%s): "
+                            "it is visible again when its visibility timeout ends",
+                            self.queue, code)
+            if outcome.retry:
+                with self._lock:
+                    self._changes[:0] = outcome.retry
+                self._log_retry("visibility change", len(outcome.retry), outcome.error)
+                return True
+
+    def _send_moves(self, client: BaseClient) -> bool:
+        while True:
+            with self._lock:
+                if not self._moves:
+                    return False
+                move = self._moves.pop(0)
+            message = move.message
+            try:
+                client.send_message(**self._dead_letter_request(move))
+            except Exception as error:  # sorted below; none escapes the lane's thread
+                if is_transient(error):
+                    with self._lock:
+                        self._moves.insert(0, move)
+                    self._log_retry("move to the DLQ", 1, error)
+                    return True
+                self.forget(message["ReceiptHandle"])
+                logger.error("could not move message %s of queue %r to its DLQ (%s); left for "
+                             "SQS to deliver again", message.get("MessageId"), self.queue,
+                             error_code(error))
+                continue
+            logger.warning("moved message %s of queue %r to its DLQ: %s",
+                           message.get("MessageId"), self.queue, move.reason)
+            self._queue_delete(message["ReceiptHandle"])  # sent by the delete step after this
+
+    def _dead_letter_request(self, move: _Move) -> dict[str, Any]:
+        message = move.message
+        attributes = {name: {k: v for k, v in value.items()
+                             if k in ("DataType", "StringValue", "BinaryValue")}
+                      for name, value in (message.get("MessageAttributes") or {}).items()}
+        for name, text in ((REASON_ATTRIBUTE, move.reason), (SOURCE_ATTRIBUTE, str(self.queue))):
+            if len(attributes) < MAX_MESSAGE_ATTRIBUTES:  # the message's own come first
+                attributes[name] = {"DataType": "String", "StringValue": text}
+        request: dict[str, Any] = {"QueueUrl": self.dead_letter_url,
+                                   "MessageBody": message["Body"],
+                                   "MessageAttributes": attributes}
+        if str(self.dead_letter_url).endswith(".fifo"):
+            system = message.get("Attributes", {})
+            request["MessageGroupId"] = system.get("MessageGroupId", "dead-letters")
+            request["MessageDeduplicationId"] = (system.get("MessageDeduplicationId")
+                                                 or message["MessageId"])
+        return request
+
+    def _send_deletes(self, client: BaseClient, now: float, *, everything: bool) -> bool:
+        while True:
+            with self._lock:
+                waiting = len(self._deletes)
+                if not waiting:
+                    self._deletes_since = None
+                    return False
+                due = now - (self._deletes_since or now) >= self.flush_delay
+                if not (everything or due or waiting >= BATCH_SIZE):
+                    return False  # before the delay only full batches go
+                batch, self._deletes = self._deletes[:BATCH_SIZE], self._deletes[BATCH_SIZE:]
+            outcome = send_batch(client.delete_message_batch, self.url, batch,
+                                 lambda handle: {"ReceiptHandle": handle})
+            with self._lock:
+                for handle in outcome.done:
+                    self._held.pop(handle, None)
+                for handle, _code in outcome.failed:
+                    self._held.pop(handle, None)
+                self.deleted += len(outcome.done)
+                self._deletes[:0] = outcome.retry
+            for code in sorted({code for _h, code in outcome.failed}):
+                lost = sum(1 for _h, c in outcome.failed if c == code)
+                logger.warning("could not delete %d acknowledged message(s) from queue %r (%s): "
+                               "SQS will deliver them again after their visibility timeout",
+                               lost, self.queue, code)
+            if outcome.retry:
+                self._log_retry("delete", len(outcome.retry), outcome.error)
+                return True
+
+    def _extend(self, client: BaseClient, now: float) -> bool:
+        vt = self.visibility_timeout
+        with self._lock:
+            due = [h for h in self._held.values()
+                   if h.extending and extension_due_at(h, vt) <= now]
+        planned = {h.handle: extension(h, vt, now) for h in due}
+        for h in due:
+            if planned[h.handle] == 0:
+                h.extending = False
+                logger.warning("a message of queue %r has been held for SQS's 12-hour maximum: "
+                               "it cannot be extended and becomes visible again", self.queue)
+        due = [h for h in due if planned[h.handle] > 0]
+        for start in range(0, len(due), BATCH_SIZE):
+            outcome = send_batch(client.change_message_visibility_batch, self.url,
+                                 due[start:start + BATCH_SIZE],
+                                 lambda h: {"ReceiptHandle": h.handle,
+                                            "VisibilityTimeout": planned[h.handle]})
+            for h in outcome.done:
+                h.visible_at = now + planned[h.handle]
+            for h, code in outcome.failed:
+                h.extending = False  # refused for good: said once, not on every pass
+                logger.warning("SQS refused to extend the visibility of a message on queue %r "
+                               "(%s): it is no longer extended and may be delivered again",
+                               self.queue, code)
+            if outcome.retry:
+                self._log_retry("visibility extension", len(outcome.retry), outcome.error)
+                return True
+        return False
+
+    def _log_retry(self, what: str, count: int, error: BaseException | None) -> None:
+        logger.warning("queue %r: %s of %d message(s) failed (%s); kept to retry", self.queue,
+                       what, count, error_code(error) if error is not None else "retryable")
+
+    # shutdown ------------------------------------------------------------------------------
+    def begin_close(self) -> None:
+        """Stop sending: from now on work waits for :meth:`close`, which sends the acks
+        before the releases that shutdown brings."""
+        self._stopping = True
+        self._ticker.stop(timeout=0)
+
+    def close(self, timeout: float) -> None:
+        """Stop the thread, then send acks, moves and releases of what is still held, all
+        within ``timeout`` seconds; work asked for later is done at once."""
+        deadline = time.monotonic() + timeout
+        self.begin_close()
+        self._ticker.stop(timeout=min(2.0, timeout / 2))  # let a call on the wire finish
+        finished = self._drain(deadline)
+        self._closed = True  # from here on, _wake drains whatever is asked for
+        with self._lock:
+            asked_meanwhile = bool(self._deletes or self._moves or self._changes)
+        if finished and asked_meanwhile:
+            self._drain(time.monotonic() + LATE_WORK_SECONDS)
+
+    def _drain(self, deadline: float) -> bool:
+        """Send everything (acks first); ``False`` if the deadline came first."""
+        client = self._client("shutdown")
+        with self._lock:
+            for held in list(self._held.values()):
+                if not held.done:
+                    del self._held[held.handle]
+                    self._changes.append((held.handle, 0))
+        while time.monotonic() < deadline:
+            retry = [self._send_moves(client),  # moves end in deletes: both before releases
+                     self._send_deletes(client, self._clock(), everything=True),
+                     self._send_changes(client)]
+            if not any(retry):
+                return True
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        with self._lock:
+            deletes, moves, changes = len(self._deletes), len(self._moves), len(self._changes)
+        if deletes or moves:
+            logger.warning("queue %r: %d acknowledged and %d dead-lettered message(s) not "
+                           "deleted before the shutdown deadline: SQS will deliver them again",
+                           self.queue, deletes, moves)
+        if changes:
+            logger.warning("queue %r: %d message(s) not released before the shutdown deadline: "
+                           "visible again when their visibility timeout ends", self.queue, changes)
+        return False
+
+
+def close_lanes(lanes: Iterable[QueueLane], timeout: float) -> None:
+    """Close every lane at once, each within the same ``timeout``."""
+    threads = [threading.Thread(target=lane.close, args=(timeout,), daemon=True,
+                                name=f"kit-sqs-close-{lane.queue}") for lane in lanes]
+    deadline = time.monotonic() + timeout + 1.0
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
