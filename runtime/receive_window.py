@@ -48,9 +48,11 @@ class ReceiveWindow:
         self._wait_for_the_batch()
 
     def slots_freed(self) -> None:
-        # Unlocked on purpose: the ack has freed its slot before this reads _parked,
-        # and schedule() parks before it checks for a free slot, so one of the two
-        # sees the other (and a missed wake-up is caught by the batch_wait timer).
+        # Unlocked on purpose. The ack freed its slot before this reads _parked;
+        # schedule() checks for room, then parks, then checks for a free slot again
+        # (to start the batch_wait timer). An ack landing between schedule()'s first
+        # check and its parking finds nothing parked and wakes nothing, but the second
+        # check sees its slot, so the timer resumes the queue within batch_wait.
         if not self._parked:
             return
         if threading.get_ident() == self._hub_thread:

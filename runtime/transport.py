@@ -1,34 +1,43 @@
 """celery-sqs-kit's bundled kombu transport: stock ``kombu.transport.SQS``, with
 what it gets wrong for production fixed by subclassing.
 
-Select it with one line of Celery configuration (the renderer's
-``--transport bundled`` writes it)::
+Select it with one line of Celery configuration (the renderer writes it unless
+told ``--transport stock``)::
 
     broker_transport = "runtime.transport:Transport"
 
-Every stock option still applies (``predefined_queues``, ``region``,
-``wait_time_seconds``, ``polling_interval``, ``backoff_policy``/``backoff_tasks``,
-``sts_role_arn``, ``sts_token_timeout``, ``client-config``...). What changes, and why:
+It is a drop-in: stock's options and modes work as stock's do (queues created on
+declare or ``predefined_queues``, ``queue_name_prefix``, keys in the broker URL or
+the default chain, ``region``, ``wait_time_seconds``, ``polling_interval``,
+``visibility_timeout``, ``backoff_policy``/``backoff_tasks``, ``sts_role_arn``,
+``sts_token_timeout``, ``fetch_message_attributes``, ``client-config``, SNS fanout,
+``drain_events`` and ``basic_get`` as well as Celery's event loop), which
+``tests/integration/test_drop_in.py`` checks scenario by scenario against stock.
+What changes, and why:
 
 Credentials
     Base credentials come from the default chain (ECS task role, instance
-    profile). With ``sts_role_arn`` (global) or ``predefined_queues[q]["sts_role_arn"]``
-    (per queue), the role is assumed through one botocore
-    ``RefreshableCredentials`` per role, shared by every client that uses it and
+    profile), or from keys in the broker URL (with ``session_token`` when given),
+    which work and are logged once as such: a role is preferred. With
+    ``sts_role_arn`` (global) or ``predefined_queues[q]["sts_role_arn"]`` (per
+    queue), the role is assumed through one botocore refreshable credential per
+    role, shared by every client that uses it, assumed on its first request and
     refreshed before it expires; the session name is ``celery-<host>-<pid>``,
-    and ``sts_external_id`` is sent when set. Stock kombu keeps one expiry for
-    all queues (others keep expired tokens after the first refresh), a fixed
-    session name, and no ExternalId.
+    ``sts_external_id`` is sent when set. A role whose AssumeRole failed is not
+    asked for again before a backoff (1 s doubling to 60 s), and no lock is held
+    across roles during a call to STS (``runtime.credentials``). Stock keeps one
+    expiry for all queues (the others keep expired tokens after the first
+    refresh), a fixed session name, and no ExternalId.
 
 Request cost
     Receives ask for up to 10 messages, bounded by the prefetch window. Acks
     are DeleteMessageBatch calls of up to 10 receipts, sent when 10 wait or
     ``ack_flush_delay`` seconds (default ``0.1``) after the first, and on
-    shutdown; failed entries are retried or logged, never dropped silently.
-    Whether a queue has a DLQ is read from ``predefined_queues[q]["dead_letter_queue"]``,
-    so no GetQueueAttributes call is made. With predefined queues the
-    transport makes no ListQueues, GetQueueUrl or CreateQueue call.
-    Stock: one DeleteMessage per task, 2.1 to 3.0 requests per task.
+    shutdown. Whether a queue has a DLQ is read from
+    ``predefined_queues[q]["dead_letter_queue"]``, so no GetQueueAttributes call is
+    made. With predefined queues the transport makes no ListQueues, GetQueueUrl
+    or CreateQueue call. Stock: one DeleteMessage per task, 2.1 to 3.0 requests
+    per task.
 
 Receive loop
     Long polls run on one thread per queue with the boto3 client and hand
@@ -39,45 +48,79 @@ Receive loop
     A queue receives again only when a batch's worth of prefetch slots is free
     (10, or half the prefetch window when that is smaller); until then it waits,
     parked, and acks and rejects resume it. Once any slot is free it waits at
-    most ``receive_batch_wait`` seconds (default ``0.1``) for the rest, so a
-    small window never leaves pool processes idle for long
-    (``runtime.receive_window``). Stock receives as soon as one slot frees, so a
-    busy worker makes many receives of 2 or 3 messages, and with a full window
-    it re-schedules its receive on every pass of the event loop, spinning.
+    most ``receive_batch_wait`` seconds (default ``0.1``) for the rest
+    (``runtime.receive_window``). Consumers without Celery's event loop (gevent,
+    eventlet, plain kombu ``drain_events``) receive on their own thread with the
+    same holding, dead-lettering and acking; with every prefetch slot taken,
+    ``drain_events`` waits for an ack (at most 1 s) instead of returning at once
+    to be called again. FIFO receives carry a ``ReceiveRequestAttemptId``, so a
+    receive that botocore retries after a lost response gets the same messages
+    back instead of leaving them, and their group, hidden. ``fetch_message_attributes``
+    works as stock's; the kit adds the system attributes ``ApproximateReceiveCount``,
+    ``MessageGroupId`` and ``MessageDeduplicationId``, and asks for all message
+    attributes when the option names none (stock asks for none), so DLQ moves keep them.
 
 Visibility
-    Every held message (prefetched, running, waiting for its ETA) is kept
-    invisible with ChangeMessageVisibilityBatch, by the queue's
-    ``visibility_timeout`` (``predefined_queues[q]["visibility_timeout"]``,
-    default the ``visibility_timeout`` option) whenever half of it is left, up
-    to SQS's 12-hour cap; the heartbeat stops at ack or reject
-    (``visibility_heartbeat``, default ``True``). On warm shutdown and on
-    requeue, messages are made visible at once (visibility 0), in batches.
-    Stock: no extension, so long tasks run twice; requeues wait
-    ``wait_time_seconds``.
+    Each queue has a lane (``runtime.lane``): one thread that does all of the
+    queue's background work in order. Every received message is held before
+    any of its batch is delivered, and kept invisible with
+    ChangeMessageVisibilityBatch by the queue's ``visibility_timeout``
+    (``predefined_queues[q]["visibility_timeout"]``, default the
+    ``visibility_timeout`` option) whenever half of it is left, up to SQS's
+    12-hour cap (logged when reached), until its delete has landed, not only
+    until its ack. The receive asks for that same visibility timeout, so the
+    heartbeat's plan holds whatever the queue's own attribute says
+    (``visibility_heartbeat``, default ``True``). Requeued messages, and those
+    left unstarted at shutdown, are made visible at once (visibility 0), in
+    batches, after any extension of them already on the wire. Backoff policies
+    set their delay the same way. Stock: no extension, so long tasks run twice;
+    requeues wait ``wait_time_seconds``.
 
 Poison and rejected messages
     A message that is not a kombu message (not JSON, or no properties/headers)
-    is sent to the queue's DLQ with its body and the attributes
-    ``kit_reason`` and ``kit_source_queue``, then deleted. A task rejected
-    without requeue (``Reject(requeue=False)``) goes to the DLQ the same way,
-    at once and without running again. Without a DLQ both are left for SQS to
-    redeliver, and logged. Stock: poison messages are acked and lost.
+    is sent to the queue's DLQ with its body, its own message attributes and the
+    attributes ``kit_reason`` and ``kit_source_queue`` (FIFO: its group and
+    deduplication ids), then deleted. A task rejected without requeue
+    (``Reject(requeue=False)``) goes to the DLQ the same way, at once and without
+    running again. Without a DLQ in the options both are left for SQS to deliver
+    again (and for the queue's redrive policy, if it has one), and logged;
+    never deleted. Stock: poison messages are acked and lost; rejected ones are
+    deleted unless the queue has a redrive policy. ``basic_get(no_ack=True)``
+    deletes the message it returns (stock leaves it in flight, to come back).
 
 Errors
-    Sync calls use botocore's standard retry mode (jittered exponential backoff
-    on throttling and 5xx; ``client-config`` may override). A failed receive
-    backs off with jitter (0.5 s doubling to 60 s) instead of polling again at
-    once. Access denied, missing queue and expired or unobtainable credentials
-    become :class:`runtime.errors.QueueAccessDenied`, :class:`~runtime.errors.QueueNotFound`
+    Nothing in the background is dropped on a failure that may pass: work whose
+    call failed on throttling, 5xx, the network or credentials (including
+    botocore refusing to sign while STS is down) is kept and retried with a
+    jittered backoff per queue and kind of work, each failure logged; a queue
+    failing delays only its own lane, and the event loop never sees these
+    errors. A final answer (access denied, a stale receipt handle) is logged with
+    the queue and code, and SQS delivers the message again. Receives back off
+    with jitter (0.5 s doubling to ``receive_max_backoff``, 60 s). Access denied,
+    missing queue and expired or unobtainable credentials become
+    :class:`runtime.errors.QueueAccessDenied`, :class:`~runtime.errors.QueueNotFound`
     and :class:`~runtime.errors.CredentialsError`, naming the queue, the action
     and what to check. Publishing raises them; the receive loop logs them and
-    keeps retrying with backoff, so a fixed policy needs no worker restart.
+    keeps retrying, so a fixed policy needs no worker restart. Clients: receives
+    wait out the long poll (read timeout ``wait_time_seconds`` + 15 s, 6 attempts);
+    other calls fail a dead connection in seconds (5 s connect, 10 s read, 3
+    attempts), and the lane retries.
+
+Shutdown
+    ``close()`` stops receiving, gives back what was received and not started,
+    then, per queue and all queues at once, sends the pending acks first (a lost
+    ack runs a task again), then DLQ moves, then releases, through a
+    single-attempt client with short timeouts (2 s connect, 5 s read), within
+    ``shutdown_timeout`` seconds (default ``10``) after Celery's own warm shutdown
+    has let the running tasks finish. What is left at the deadline is logged and
+    left to SQS's visibility timeout. A receive that returns after shutdown began
+    is given back at once.
 
 Options (``broker_transport_options``), with defaults:
 ``ack_flush_delay=0.1``, ``receive_batch_wait=0.1``, ``visibility_heartbeat=True``,
-``sts_external_id=None``, ``receive_max_backoff=60``; per predefined queue:
-``dead_letter_queue`` (URL), ``visibility_timeout``, ``sts_role_arn``.
+``shutdown_timeout=10``, ``sts_external_id=None``, ``receive_max_backoff=60``,
+``session_token=None``; per predefined queue: ``dead_letter_queue`` (URL),
+``visibility_timeout``, ``sts_role_arn``.
 """
 
 from __future__ import annotations
@@ -90,6 +133,7 @@ from queue import Empty
 from functools import cached_property
 from typing import Any
 
+import botocore.session
 from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -458,8 +502,20 @@ class Transport(SQS.Transport):
             self._credentials = RoleCredentials(
                 region=channel.region, configs=client_configs(channel.wait_time_seconds, user),
                 token_timeout=int(options.get("sts_token_timeout", 900)),
-                external_id=options.get("sts_external_id"), endpoint_url=channel.endpoint_url)
+                external_id=options.get("sts_external_id"), endpoint_url=channel.endpoint_url,
+                base_session=self._base_session(options))
         return self._credentials
+
+    def _base_session(self, options: dict[str, Any]) -> botocore.session.Session:
+        """The default chain, or, as stock does, the keys given in the broker URL."""
+        session = botocore.session.get_session()
+        key, secret = self.client.userid, self.client.password
+        if key and secret:
+            session.set_credentials(key, secret, options.get("session_token"))
+            logger.warning("SQS requests are signed with static keys from the broker URL; an "
+                           "ECS task role or EC2 instance profile is preferred (no key to "
+                           "store, leak or rotate)")
+        return session
 
 
 def client_configs(wait_time_seconds: int, user: Config | None) -> dict[str, Config]:

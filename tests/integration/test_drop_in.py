@@ -18,10 +18,6 @@ both transports (stock receives synchronously in one and through its asynchronou
 client in the other; the bundled overrides the hub path), so the scenarios about
 receiving, holding and giving back messages run in both.
 
-Where the bundled transport fails today, its case is a strict xfail naming the exact
-failure, so the suite turns red (XPASS, or a failure of another kind) once it is
-fixed and the mark can go.
-
 Two stock behaviours shape the scenarios:
 
 * A ``no_ack=True`` consumer driven by ``Connection.drain_events`` fails on stock with
@@ -39,7 +35,6 @@ import os
 import time
 
 import pytest
-from botocore.exceptions import NoCredentialsError
 from kombu import Exchange, Producer, Queue
 from kombu.asynchronous import Hub, set_event_loop
 
@@ -56,6 +51,10 @@ pytestmark = [pytest.mark.integration,
               pytest.mark.filterwarnings("ignore::DeprecationWarning:kombu.asynchronous.http.curl")]
 
 DOCUMENTED = {
+    "session token": "session_token in the transport options is sent with the broker URL's "
+                     "keys (stock documents it but never reads it)",
+    "basic_get without ack": "basic_get(no_ack=True) deletes the message (stock leaves it "
+                             "in flight, to come back after its visibility timeout)",
     "batched deletes": "acks (and no-ack deletes) are DeleteMessageBatch calls, sent "
                        "ack_flush_delay (0.1 s) after the first ack or on close",
     "no redrive lookup": "whether a queue has a DLQ comes from predefined_queues[q]"
@@ -74,71 +73,17 @@ DOCUMENTED = {
                     "QueueNotFound, QueueAccessDenied, CredentialsError when publishing",
 }
 
-# -- known failures of the bundled transport, each as (exception, exact failure) ------------
-
-INIT_FAILS = (AttributeError,
-              "AttributeError: 'Channel' object has no attribute '_credentials'. Without "
-              "predefined_queues, stock Channel.__init__ (_update_queue_cache) calls "
-              "self.sqs().list_queues() before runtime/transport.py Channel.__init__ has set "
-              "self._credentials; raised in runtime/transport.py Channel.sqs "
-              "(return self._credentials.client(...))")
-URL_KEYS_IGNORED = (NoCredentialsError,
-                    "NoCredentialsError: Unable to locate credentials. Keys in the broker URL "
-                    "are ignored: Channel.sqs uses Transport.credentials_for, whose "
-                    "RoleCredentials (runtime/credentials.py) build clients from botocore's "
-                    "default chain only, never conninfo.userid/password")
-URL_KEYS_LOSE_TO_ENV = (AssertionError,
-                        "keys in the broker URL are ignored: requests are signed with the "
-                        "environment's keys (RoleCredentials uses botocore's default chain "
-                        "only), where stock signs with the URL's")
-REJECT_DELETED = (AssertionError,
-                  "a message rejected without requeue on a queue with no DLQ is deleted, as "
-                  "stock deletes it (runtime/transport.py Channel.basic_reject falls through "
-                  "to stock's basic_reject/_delete_rejected_message, as "
-                  "Channel._has_redrive_policy is False without "
-                  "predefined_queues[q]['dead_letter_queue']), where the manual says "
-                  "'Without a DLQ both are left for SQS to redeliver, and logged'")
-REDRIVE_DELETED = (AssertionError,
-                   "a message rejected without requeue on a queue whose redrive policy is "
-                   "not repeated in predefined_queues[q]['dead_letter_queue'] is deleted "
-                   "(runtime/transport.py Channel._has_redrive_policy reads only that option, "
-                   "so stock's _delete_rejected_message deletes it): stock leaves it for SQS "
-                   "to move to the DLQ, and the manual says 'left for SQS to redeliver'")
-NO_HEARTBEAT_WHEN_DRAINING = (AssertionError,
-                              "Connection.drain_events receives through stock's _get_bulk / "
-                              "_message_to_python; the keeper only holds messages received "
-                              "on the hub (runtime/transport.py Channel._on_received), so "
-                              "without a hub the message becomes visible again")
-POISON_DELIVERED_WHEN_DRAINING = (AssertionError,
-                                  "Connection.drain_events receives through stock's _get_bulk "
-                                  "/ _message_to_python; undecodable messages are only "
-                                  "dead-lettered on the hub (runtime/transport.py "
-                                  "Channel._on_received/_decode), so the poison message is "
-                                  "delivered as stock delivers it")
+def both():
+    """Parametrize ``transport`` over stock and bundled."""
+    return pytest.mark.parametrize("transport", [STOCK, BUNDLED], ids=["stock", "bundled"])
 
 
-def param(transport: str, known: tuple[type[BaseException], str] | None = None, *,
-          prefix: str = ""):
-    name = "stock" if transport == STOCK else "bundled"
-    marks = () if known is None or transport == STOCK else pytest.mark.xfail(
-        strict=True, raises=known[0], reason=known[1])
-    return pytest.param(transport, marks=marks, id=f"{prefix}{name}")
-
-
-def both(known: tuple[type[BaseException], str] | None = None):
-    """Parametrize ``transport`` over stock and bundled; ``known``: the bundled's failure."""
-    return pytest.mark.parametrize("transport", [param(STOCK), param(BUNDLED, known)])
-
-
-def cases(argname: str, values: dict[str, tuple[type[BaseException], str] | None]):
-    """Parametrize (``argname``, ``transport``) over values x transports; a value maps to
-    the bundled's known failure for that case, if any."""
-    params = []
-    for value, known in values.items():
-        for transport in (STOCK, BUNDLED):
-            p = param(transport, known, prefix=f"{value}-")
-            params.append(pytest.param(value, *p.values, marks=p.marks, id=p.id))
-    return pytest.mark.parametrize(f"{argname},transport", params)
+def cases(argname: str, values: list[str]):
+    """Parametrize (``argname``, ``transport``) over values x transports."""
+    return pytest.mark.parametrize(
+        f"{argname},transport", [(v, t) for v in values for t in (STOCK, BUNDLED)],
+        ids=[f"{v}-{'stock' if t == STOCK else 'bundled'}" for v in values
+             for t in (STOCK, BUNDLED)])
 
 
 def expect(transport: str, stock: dict, **documented) -> dict:
@@ -238,7 +183,7 @@ def hub_or_none(request, mode: str):
 
 # -- (1) queues not predefined ---------------------------------------------------------------
 
-@both(INIT_FAILS)
+@both()
 def test_undeclared_queues_are_created_with_the_transport_options(transport, proxy, sqs):
     name, simple = unique("c"), unique("s")
     queue = direct(name)
@@ -292,7 +237,7 @@ def _batched(stock_wire: dict) -> dict:
 
 # -- (2) queue_name_prefix ------------------------------------------------------------------------
 
-@both(INIT_FAILS)
+@both()
 def test_queue_name_prefix(transport, proxy, sqs):
     prefix = unique("p") + "-"
     with connect(proxy.port, transport, queue_name_prefix=prefix) as conn:
@@ -310,7 +255,7 @@ def test_queue_name_prefix(transport, proxy, sqs):
 
 # -- (3) names rewritten as stock's entity_name does ---------------------------------------------
 
-@both(INIT_FAILS)
+@both()
 def test_queue_names_are_rewritten_as_stock_does(transport, proxy, sqs):
     base = unique("n")
     names = [f"{base}.app@jobs-1", f"{base}.orders.fifo"]
@@ -333,12 +278,12 @@ def test_queue_names_are_rewritten_as_stock_does(transport, proxy, sqs):
 
 # -- (4) credentials ---------------------------------------------------------------------------
 
-@cases("source", {"url": URL_KEYS_IGNORED, "env": None, "url_over_env": URL_KEYS_LOSE_TO_ENV,
-                  "session_token": None})
+@cases("source", ["url", "env", "url_over_env", "session_token"])
 def test_credentials(source, transport, proxy, sqs, monkeypatch):
     """Keys in the URL (none in the environment), none in the URL (the environment's,
     the default chain), both (stock prefers the URL's), and ``session_token`` in the
-    transport options (documented by stock, read by neither)."""
+    transport options (documented by stock but never read by it; the bundled sends it
+    with the URL's keys: DOCUMENTED["session token"])."""
     q = make_queue(sqs)
     keys, options = (URL_KEY, URL_SECRET), {}
     if source == "url":
@@ -361,12 +306,13 @@ def test_credentials(source, transport, proxy, sqs, monkeypatch):
                 "left": wait_counts(sqs, q["url"], (0, 0))}
     assert observed == {"delivered": [{"via": source}],
                         "keys": {ENV_KEY if source == "env" else URL_KEY},
-                        "token_sent": {False}, "left": (0, 0)}
+                        "token_sent": {source == "session_token" and transport == BUNDLED},
+                        "left": (0, 0)}
 
 
 # -- (5) predefined queues -----------------------------------------------------------------------
 
-@cases("mode", {"drain": None, "hub": None})
+@cases("mode", ["drain", "hub"])
 def test_predefined_queues_round_trip_without_control_plane_calls(mode, transport, proxy, sqs,
                                                                    request):
     hub = hub_or_none(request, mode)
@@ -392,7 +338,7 @@ def test_predefined_queues_round_trip_without_control_plane_calls(mode, transpor
 
 # -- (6) wait_time_seconds -----------------------------------------------------------------------
 
-@cases("wait", {"0": None, "1": None})
+@cases("wait", ["0", "1"])
 def test_wait_time_seconds(wait, transport, proxy, sqs):
     q = make_queue(sqs)
     queue = direct(q["name"])
@@ -410,8 +356,8 @@ def test_wait_time_seconds(wait, transport, proxy, sqs):
 
 # -- (7) acknowledgements ------------------------------------------------------------------------
 
-SETTLEMENTS = {"ack": None, "reject": REJECT_DELETED, "reject_with_redrive": REDRIVE_DELETED,
-               "reject_to_dlq": None, "requeue": None, "reject_requeue": None}
+SETTLEMENTS = ["ack", "reject", "reject_with_redrive", "reject_to_dlq", "requeue",
+               "reject_requeue"]
 
 
 def settlement_expected(how: str, transport: str, q: dict) -> dict:
@@ -511,9 +457,11 @@ def test_basic_get(transport, proxy, sqs):
                 got.append("not empty")
             except simple_queue.Empty:
                 got.append("Empty")
-    observed = {"got": got, "left": wait_counts(sqs, q["url"], (0, 1))}
-    # basic_get(no_ack=True) never deletes on stock: the message stays in flight
-    assert observed == {"got": [{"g": 0}, {"g": 1}, {"g": 2}, None, "Empty"], "left": (0, 1)}
+    # basic_get(no_ack=True) never deletes on stock: the message stays in flight (and
+    # comes back); the bundled deletes it (DOCUMENTED["basic_get without ack"])
+    left = (0, 1) if transport == STOCK else (0, 0)
+    observed = {"got": got, "left": wait_counts(sqs, q["url"], left)}
+    assert observed == {"got": [{"g": 0}, {"g": 1}, {"g": 2}, None, "Empty"], "left": left}
 
 
 @both()
@@ -528,7 +476,7 @@ def test_purge(transport, proxy, sqs):
     assert {"purged": purged, "left": counts(sqs, q["url"])} == {"purged": 30, "left": (0, 0)}
 
 
-@cases("queues", {"created": INIT_FAILS, "predefined": None})
+@cases("queues", ["created", "predefined"])
 def test_queue_delete(queues, transport, proxy, sqs):
     """Queue.delete() deletes a queue the transport created; predefined queues are kept."""
     if queues == "predefined":
@@ -567,7 +515,7 @@ def test_no_ack_consumer(transport, proxy, sqs, hub):
         wire={"DeleteMessageBatch": 1})  # DOCUMENTED["batched deletes"]
 
 
-@cases("mode", {"drain": None, "hub": None})
+@cases("mode", ["drain", "hub"])
 def test_prefetch_count_limits_deliveries(mode, transport, proxy, sqs, request):
     """Consumer(prefetch_count=2), then basic_qos(prefetch_count=1) via Consumer.qos."""
     hub = hub_or_none(request, mode)
@@ -633,7 +581,7 @@ def test_fifo_group_and_deduplication_ids(transport, proxy, sqs):
 
 # -- (9) exchanges ------------------------------------------------------------------------------
 
-@cases("kind", {"direct": None, "topic": None})
+@cases("kind", ["direct", "topic"])
 def test_direct_and_topic_routing(kind, transport, proxy, sqs):
     qa, qb = make_queue(sqs), make_queue(sqs)
     exchange = Exchange(unique("x"), kind)
@@ -652,7 +600,7 @@ def test_direct_and_topic_routing(kind, transport, proxy, sqs):
     assert observed == {"a": [{"key": keys[2][0]}], "b": [{"key": keys[2][1]}]}
 
 
-@both(INIT_FAILS)
+@both()
 def test_fanout_through_sns(transport, proxy, sqs):
     """supports_fanout: the exchange is an SNS topic, each consuming queue subscribed (moto
     implements SNS and its delivery to SQS)."""
@@ -685,8 +633,7 @@ def _code(error_type: str, message: str) -> str:
     return message
 
 
-BAD = {"missing_url": None, "undefined_queue": None, "wrong_region": None,
-       "bad_credentials": None}
+BAD = ["missing_url", "undefined_queue", "wrong_region", "bad_credentials"]
 
 
 @cases("bad", BAD)
@@ -784,7 +731,7 @@ def visibility_changes(proxy) -> list[int]:
 
 # -- documented differences that need the receive path -------------------------------------------
 
-@cases("mode", {"drain": NO_HEARTBEAT_WHEN_DRAINING, "hub": None})
+@cases("mode", ["drain", "hub"])
 def test_held_message_past_its_visibility_timeout(mode, transport, proxy, sqs, request):
     """A message held unacked for longer than the queue's 2 s visibility timeout: stock
     lets it become visible again; the bundled keeps it invisible
@@ -808,7 +755,7 @@ def test_held_message_past_its_visibility_timeout(mode, transport, proxy, sqs, r
                               after_3s=(0, 1), visibility_calls=["ChangeMessageVisibilityBatch"])
 
 
-@cases("mode", {"drain": POISON_DELIVERED_WHEN_DRAINING, "hub": None})
+@cases("mode", ["drain", "hub"])
 def test_poison_message(mode, transport, proxy, sqs, request):
     """A message that is not a kombu message, next to a good one, consumed with auto-ack:
     stock delivers it (and the ack loses it); the bundled moves it to the DLQ
@@ -835,7 +782,7 @@ def test_poison_message(mode, transport, proxy, sqs, request):
     assert observed == expected
 
 
-@cases("mode", {"drain": None, "hub": None})
+@cases("mode", ["drain", "hub"])
 def test_unacked_messages_at_close(mode, transport, proxy, sqs, request):
     """Four prefetched, one acked, then the connection closes: stock hides the other three
     for wait_time_seconds (1 s) more; the bundled makes them visible at once
@@ -856,7 +803,7 @@ def test_unacked_messages_at_close(mode, transport, proxy, sqs, request):
                               at_close=(3, 0))
 
 
-@cases("stop", {"cancel": None, "close": None})
+@cases("stop", ["cancel", "close"])
 def test_receive_in_flight_when_the_consumer_stops(stop, transport, proxy, sqs, hub):
     """On the hub, a long poll (wait_time_seconds=1) is in flight when the consumer is
     cancelled or the connection closed, and a message arrives in it; the event loop runs

@@ -231,3 +231,80 @@ def test_a_message_is_kept_invisible_until_its_delete_succeeds(fauxqs, sqs, monk
         h.run_until(lambda: counts(sqs, q["url"]) == (0, 0), 15, "the delete to land")
         h.run_for(2.5)
         assert len(h.messages) == 1
+
+
+def test_a_plain_kombu_consumer_gets_the_heartbeat(fauxqs, sqs, monkeypatch):
+    """10: drain_events without Celery's event loop (gevent, eventlet, plain kombu)
+    holds messages like the hub does: nothing is redelivered while held."""
+    q = make_queue(sqs, visibility=2)
+    with HubChannel(fauxqs.endpoint_url, [q], monkeypatch, hub=False) as h:
+        h.publish(q, {"n": 1})
+        h.consume(q, prefetch=1)
+        h.run_until(lambda: h.messages, 10, "a delivery")
+        h.run_for(4)
+        assert counts(sqs, q["url"]) == (0, 1)
+        assert len(h.messages) == 1
+
+
+def test_a_plain_kombu_consumer_moves_poison_to_the_dlq(fauxqs, sqs, monkeypatch):
+    """10: ... and moves undecodable messages to the DLQ instead of acking them."""
+    q = make_queue(sqs, visibility=30)
+    with HubChannel(fauxqs.endpoint_url, [q], monkeypatch, hub=False) as h:
+        h.send_raw(q, "not a kombu message")
+        h.consume(q)
+        h.run_until(lambda: counts(sqs, q["dead_letter_queue"])[0] == 1, 15,
+                    "the poison message to reach the DLQ")
+        assert counts(sqs, q["url"]) == (0, 0)
+
+
+def test_a_full_window_does_not_spin_a_plain_consumer(fauxqs, sqs, monkeypatch):
+    """10: polling_interval 0 and every prefetch slot taken: drain_events waits for an
+    ack instead of returning Empty to a caller that asks again at once."""
+    q = make_queue(sqs, visibility=30)
+    with HubChannel(fauxqs.endpoint_url, [q], monkeypatch, hub=False) as h:
+        h.publish(q, {"n": 1})
+        h.consume(q, prefetch=1)
+        h.run_until(lambda: h.messages, 10, "a delivery")
+        passes = {"n": 0}
+        drain = h.channel.drain_events
+
+        def counted(*args, **kwargs):
+            passes["n"] += 1
+            return drain(*args, **kwargs)
+        monkeypatch.setattr(h.channel, "drain_events", counted)
+        try:
+            h.connection.drain_events(timeout=1.0)
+        except TimeoutError:
+            pass
+        assert passes["n"] <= 3
+
+
+def test_fifo_receives_carry_an_attempt_id_for_botocore_s_retries(fauxqs, sqs, monkeypatch):
+    """11: a FIFO receive retried after a lost response gets the same messages back
+    instead of leaving them, and their group, hidden."""
+    q = make_queue(sqs, visibility=30, fifo=True)
+    with HubChannel(fauxqs.endpoint_url, [q], monkeypatch) as h:
+        sent: list[dict] = []
+        h.hook(q, "ReceiveMessage", lambda params, **_k: sent.append(dict(params)))
+        h.publish(q, {"n": 1}, MessageGroupId="g1")
+        h.consume(q)
+        h.run_until(lambda: h.messages, 10, "a delivery")
+        assert sent and all(len(p.get("ReceiveRequestAttemptId", "")) >= 16 for p in sent)
+        assert len({p["ReceiveRequestAttemptId"] for p in sent}) == len(sent)
+
+
+def test_fetch_message_attributes_is_honoured(fauxqs, sqs, monkeypatch):
+    """12: the receive asks for what the option names, plus what the kit needs."""
+    q = make_queue(sqs, visibility=30)
+    with HubChannel(fauxqs.endpoint_url, [q], monkeypatch,
+                    fetch_message_attributes={"MessageSystemAttributeNames": ["SentTimestamp"],
+                                              "MessageAttributeNames": ["trace"]}) as h:
+        sent: list[dict] = []
+        h.hook(q, "ReceiveMessage", lambda params, **_k: sent.append(dict(params)))
+        h.publish(q, {"n": 1})
+        h.consume(q)
+        h.run_until(lambda: h.messages, 10, "a delivery")
+        assert "SentTimestamp" in sent[0]["MessageSystemAttributeNames"]
+        assert "ApproximateReceiveCount" in sent[0]["MessageSystemAttributeNames"]
+        assert sent[0]["MessageAttributeNames"] == ["trace"]
+        assert "SentTimestamp" in h.messages[0].delivery_info["sqs_message"]["Attributes"]
