@@ -34,8 +34,10 @@ node_modules/.installed: package.json package-lock.json
 container-engine: $(VENV)/.installed
 	$(PY) -m local_aws.container_engine install
 
+TRANSPORT ?= bundled
+
 demo: setup
-	$(PY) -m demo
+	$(PY) -m demo --transport $(TRANSPORT)
 
 test: setup container-engine
 	$(PY) -m pytest

@@ -13,6 +13,8 @@ from local_aws.celery_worker import CeleryWorker, role_environment
 from local_aws.container_credentials import ContainerCredentialsEndpoint
 from local_aws.moto_server import REGION
 from local_aws.stage import PROJECT_ROOT, DeployedStage, Step
+from runtime.render import TRANSPORTS
+from runtime.transport import BANNER
 from runtime.render import main as render_main
 
 
@@ -20,20 +22,24 @@ class DemoFailed(RuntimeError):
     pass
 
 
-def run_demo(stage: DeployedStage, work_dir: Path, step: Step) -> list[dict[str, Any]]:
+def run_demo(stage: DeployedStage, work_dir: Path, step: Step, *,
+             transport: str = "bundled") -> list[dict[str, Any]]:
     """Render the config, start a worker, send the sample tasks; return their results."""
     outputs = stage.outputs
     config_path = work_dir / "celeryconfig.py"
-    if render_main(["--config", str(stage.outputs_file), "--out", str(config_path)]) != 0:
+    if render_main(["--config", str(stage.outputs_file), "--out", str(config_path),
+                    "--transport", transport]) != 0:
         raise DemoFailed("rendering celeryconfig.py failed")
-    step("celeryconfig.py rendered from the WorkerConfig output")
+    step(f"celeryconfig.py rendered from the WorkerConfig output, transport: {transport} "
+         f"({TRANSPORTS[transport]})")
     session = stage.operator.session()
     aws = {"AWS_ENDPOINT_URL": stage.moto.endpoint_url, "AWS_DEFAULT_REGION": REGION}
     with ContainerCredentialsEndpoint(session, outputs["TaskRoleArn"],
                                       stage.moto.endpoint_url) as task_role:
         env = role_environment(work_dir, {**aws, **task_role.environment()})
-        with CeleryWorker("demo.tasks", env, work_dir / "worker.log"):
-            step(f"celery worker ready as ECS task role {outputs['TaskRoleArn']}")
+        with CeleryWorker("demo.tasks", env, work_dir / "worker.log") as worker:
+            step(f"celery worker ready as ECS task role {outputs['TaskRoleArn']}, "
+                 f"consuming through {worker_transport(worker.log_text())}")
             with ContainerCredentialsEndpoint(session, outputs["ProducerRoleArn"],
                                               stage.moto.endpoint_url,
                                               session_name="demo-producer") as producer:
@@ -49,3 +55,10 @@ def run_demo(stage: DeployedStage, work_dir: Path, step: Step) -> list[dict[str,
                 step(f"  {r['task']}: {r['state']} -> {r['result']!r}")
         step("celery worker stopped (warm shutdown)")
     return results
+
+
+def worker_transport(log: str) -> str:
+    """Which transport the worker runs, as its own log says (the bundled one logs its
+    banner when its first channel opens); stock kombu otherwise."""
+    return "the bundled transport (runtime.transport)" if BANNER in log \
+        else "stock kombu (kombu.transport.SQS)"

@@ -40,7 +40,8 @@ BUNDLED_PREFETCH = 10
 a full receive batch (10) per process is safe and halves receive calls."""
 
 
-def celery_settings(config: WorkerConfig, *, transport: str = STOCK_TRANSPORT) -> dict[str, Any]:
+def celery_settings(config: WorkerConfig, *,
+                    transport: str = BUNDLED_TRANSPORT) -> dict[str, Any]:
     queues = config.queues.values()
     wait_time = max(q.wait_time_seconds for q in queues)
     options: dict[str, Any] = {

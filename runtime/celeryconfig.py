@@ -3,8 +3,8 @@
 The alternative to a rendered ``celeryconfig.py``: the worker image carries no
 generated file and reads the emitted configuration when it starts, from
 ``CELERY_SQS_KIT_CONFIG`` (a path, ``path#Stack`` or ``ssm:NAME``) or
-``CELERY_SQS_KIT_CONFIG_JSON``. ``CELERY_SQS_KIT_TRANSPORT=bundled`` selects the
-bundled transport. A missing or invalid document stops the worker with a
+``CELERY_SQS_KIT_CONFIG_JSON``. It uses the bundled transport unless
+``CELERY_SQS_KIT_TRANSPORT=stock`` selects kombu's own. A missing or invalid document stops the worker with a
 :class:`runtime.errors.ConfigError` naming the source and the field.
 
 Importing it also installs :mod:`runtime.liveness`, so every worker configured
@@ -28,4 +28,4 @@ except ConfigError as error:
     raise SystemExit(f"celery-sqs-kit: {error}") from None
 
 globals().update(celery_settings(
-    _config, transport=TRANSPORTS[os.environ.get("CELERY_SQS_KIT_TRANSPORT", "stock")]))
+    _config, transport=TRANSPORTS[os.environ.get("CELERY_SQS_KIT_TRANSPORT", "bundled")]))

@@ -151,6 +151,8 @@ logger = logging.getLogger(__name__)
 
 KIT_SYSTEM_ATTRIBUTES = ("ApproximateReceiveCount", "MessageGroupId", "MessageDeduplicationId")
 """Received with every message: the backoff policy reads the first, DLQ moves keep the others."""
+BANNER = "celery-sqs-kit bundled transport"
+"""Starts the line the transport logs when a connection opens its first channel."""
 POISON = "undecodable: not a kombu message"
 REJECTED = "rejected without requeue"
 
@@ -499,6 +501,9 @@ class Transport(SQS.Transport):
         if self._credentials is None:
             options = channel.transport_options
             user = Config(**options["client-config"]) if options.get("client-config") else None
+            logger.info("%s: region %s, %d predefined queue(s), heartbeat %s", BANNER,
+                        channel.region, len(channel.predefined_queues),
+                        "on" if channel.visibility_heartbeat else "off")
             self._credentials = RoleCredentials(
                 region=channel.region, configs=client_configs(channel.wait_time_seconds, user),
                 token_timeout=int(options.get("sts_token_timeout", 900)),

@@ -51,8 +51,8 @@ def test_tasks_are_acked_late_and_requeued_when_a_worker_dies():
 
 
 def test_stock_prefetches_one_and_bundled_a_full_receive_batch():
-    assert settings()["worker_prefetch_multiplier"] == 1
-    assert settings(transport=BUNDLED_TRANSPORT)["worker_prefetch_multiplier"] == 10
+    assert settings(transport=STOCK_TRANSPORT)["worker_prefetch_multiplier"] == 1
+    assert settings()["worker_prefetch_multiplier"] == 10
 
 
 def test_time_limit_is_the_smallest_queue_limit():
@@ -110,5 +110,5 @@ def test_endpoint_url_goes_into_the_broker_url_with_its_scheme():
 
 
 def test_transport_is_one_setting():
-    assert settings()["broker_transport"] == STOCK_TRANSPORT
-    assert settings(transport=BUNDLED_TRANSPORT)["broker_transport"] == BUNDLED_TRANSPORT
+    assert settings()["broker_transport"] == BUNDLED_TRANSPORT  # the default
+    assert settings(transport=STOCK_TRANSPORT)["broker_transport"] == STOCK_TRANSPORT
