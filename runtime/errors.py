@@ -7,10 +7,11 @@ caller can catch exactly what it means::
     ├── SpecError            the fleet spec (cdk.json context) breaks a rule; at synth
     ├── ConfigError          the emitted worker configuration is missing or invalid;
     │                        at worker start
-    └── TransportError       an SQS call of the bundled transport failed for good
-        ├── QueueAccessDenied    the role may not do this action on this queue
-        ├── QueueNotFound        the URL names no queue (deleted? other region?)
-        └── CredentialsError     credentials expired or the role cannot be assumed
+    ├── TransportError       an SQS call of the bundled transport failed for good
+    │   ├── QueueAccessDenied    the role may not do this action on this queue
+    │   ├── QueueNotFound        the URL names no queue (deleted? other region?)
+    │   └── CredentialsError     credentials expired or the role cannot be assumed
+    └── PublishError         tasks of a batched publish SQS did not accept
 
 Each message says what was wrong, where (the field or file), and the value
 given, so that it can be shown to a user as it is, without a traceback.
@@ -82,3 +83,18 @@ class QueueNotFound(TransportError):
 class CredentialsError(TransportError):
     hint = ("credentials expired or could not be obtained: check the task role or instance "
             "profile, the STS role's trust policy (and ExternalId), and the clock")
+
+
+class PublishError(KitError):
+    """Some tasks of a ``batch_publish`` block were not accepted by SQS.
+
+    ``failed`` maps each task id to why (the AWS code, or what stopped it); every
+    task id not in it was accepted.
+    """
+
+    def __init__(self, failed: dict[str, str]) -> None:
+        self.failed = failed
+        shown = ", ".join(f"{task_id} ({why})" for task_id, why in list(failed.items())[:10])
+        more = f" and {len(failed) - 10} more" if len(failed) > 10 else ""
+        super().__init__(f"{len(failed)} task(s) were not published: {shown}{more}; "
+                         "publish them again")

@@ -141,6 +141,7 @@ from kombu.transport import SQS, virtual
 from kombu.utils.encoding import bytes_to_str
 from vine import promise
 
+from runtime import publishing
 from runtime.credentials import RoleCredentials
 from runtime.lane import QueueLane, close_lanes
 from runtime.receive_window import ReceiveWindow
@@ -245,9 +246,16 @@ class Channel(SQS.Channel):
         return self.connection.credentials_for(self)
 
     def sqs(self, queue: str | None = None, profile: str = "ops") -> BaseClient:
+        captured = getattr(self._capture, "client", None)
+        if captured is not None:  # a batched publish is building its request
+            return captured
         role = self._queue_option(queue, "sts_role_arn") or \
             self.transport_options.get("sts_role_arn")
         return self._credentials.client("sqs", role, profile)
+
+    @cached_property
+    def _capture(self) -> threading.local:
+        return threading.local()
 
     def lane(self, url: str, queue: str | None = None) -> QueueLane:
         """The lane doing this queue's background work (made on first use)."""
@@ -457,6 +465,21 @@ class Channel(SQS.Channel):
 
     # publishing ------------------------------------------------------------------------
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        batch = publishing.current()
+        if batch is not None:
+            # Build the request exactly as stock's one-by-one publish does, then hand it
+            # to the batch instead of sending it.
+            self._new_queue(queue)  # resolved (or created) with the real client first
+            captured = _CapturedSend()
+            self._capture.client = captured
+            try:
+                super()._put(queue, message, **kwargs)
+            finally:
+                self._capture.client = None
+            task_id = str((message.get("headers") or {}).get("id") or
+                          message.get("properties", {}).get("correlation_id") or "?")
+            batch.add(self.sqs(self.canonical_queue_name(queue)), captured.request, task_id)
+            return None
         try:
             return super()._put(queue, message, **kwargs)
         except ClientError as error:
@@ -484,6 +507,16 @@ class Channel(SQS.Channel):
                 step()
             except Exception:  # every step must run: a failed release must not cost an ack
                 logger.exception("closing the SQS channel: a step failed")
+
+
+class _CapturedSend:
+    """Stands in for the SQS client while stock's ``_put`` builds a SendMessage."""
+
+    request: dict[str, Any]
+
+    def send_message(self, **kwargs: Any) -> dict[str, Any]:
+        self.request = kwargs
+        return {}
 
 
 class Transport(SQS.Transport):

@@ -134,3 +134,18 @@ def test_access_denied_on_publish_is_a_typed_error_naming_queue_and_fix(fleet, p
     queue = queue_entry["url"].rsplit("/", 1)[-1]
     assert out.startswith(f"QueueAccessDenied SendMessage on queue '{queue}' failed: AccessDenied")
     assert "role policy" in out
+
+
+def test_batched_publishing_sends_ten_tasks_a_request_and_every_task_runs(fleet, proxy,
+                                                                          tmp_path):
+    sqs, queue, env, runs = fleet(visibility=60)
+    publish(env, "from runtime.publishing import batch_publish\n"
+                 "from ttasks import app, quick\n"
+                 "with batch_publish(app):\n"
+                 "    [quick.delay(i) for i in range(25)]\n", tmp_path)
+    counts = proxy.counts()
+    assert counts.get("SendMessageBatch") == 3 and "SendMessage" not in counts
+    assert queue_counts(sqs, queue["url"]) == (25, 0)
+    with CeleryWorker("ttasks", env, tmp_path / "worker.log", pool="threads", concurrency=2):
+        wait_for(lambda: len(lines(runs)) == 25, 30, "25 tasks to run")
+    assert sorted(int(line.split()[1]) for line in lines(runs)) == list(range(25))

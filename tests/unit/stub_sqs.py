@@ -24,5 +24,8 @@ class StubSqs:
     def send_message(self, **kwargs: Any) -> dict[str, Any]:
         return self._record("SendMessage", kwargs)
 
+    def send_message_batch(self, **kwargs: Any) -> dict[str, Any]:
+        return self._record("SendMessageBatch", kwargs)
+
     def actions(self) -> list[str]:
         return [action for action, _ in self.calls]

@@ -1,0 +1,106 @@
+"""runtime.publishing: tasks published inside ``batch_publish`` go out as
+SendMessageBatch calls, and the block ends only when SQS accepted every one."""
+
+from __future__ import annotations
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+
+from runtime.errors import ConfigError, PublishError
+from runtime.publishing import MAX_BATCH_BYTES, BatchPublisher, batch_publish
+from tests.unit.stub_sqs import StubSqs
+
+URL = "https://sqs.us-east-1.amazonaws.com/123456789012/work"
+
+
+def request(i: int, body: str = "x", **extra) -> dict:
+    return {"QueueUrl": URL, "MessageBody": f"{body}{i}", **extra}
+
+
+def publisher(**kwargs) -> BatchPublisher:
+    return BatchPublisher(flush_delay=3600, **kwargs)  # only size, count and close send
+
+
+def test_messages_go_ten_to_a_batch_and_the_rest_at_close():
+    stub = StubSqs()
+    p = publisher()
+    for i in range(25):
+        p.add(stub, request(i), f"t{i}")
+    assert [len(kw["Entries"]) for _a, kw in stub.calls] == [10, 10]  # sent as they filled
+    p.close()
+    assert [len(kw["Entries"]) for _a, kw in stub.calls] == [10, 10, 5]
+    assert stub.actions() == ["SendMessageBatch"] * 3
+    assert p.sent == 25
+
+
+def test_each_message_keeps_its_own_fifo_ids_and_attributes():
+    stub = StubSqs()
+    p = publisher()
+    p.add(stub, request(1, MessageGroupId="g1", MessageDeduplicationId="d1"), "t1")
+    p.add(stub, request(2, MessageGroupId="g2", MessageDeduplicationId="d2",
+                        MessageAttributes={"a": {"DataType": "String", "StringValue": "v"}}),
+          "t2")
+    p.close()
+    (_action, kwargs), = stub.calls
+    assert kwargs["Entries"] == [
+        {"Id": "0", "MessageBody": "x1", "MessageGroupId": "g1", "MessageDeduplicationId": "d1"},
+        {"Id": "1", "MessageBody": "x2", "MessageGroupId": "g2", "MessageDeduplicationId": "d2",
+         "MessageAttributes": {"a": {"DataType": "String", "StringValue": "v"}}}]
+
+
+def test_a_batch_never_passes_the_payload_cap():
+    stub = StubSqs()
+    p = publisher()
+    big = "b" * (MAX_BATCH_BYTES // 3)
+    for i in range(4):
+        p.add(stub, request(i, body=big), f"t{i}")
+    p.close()
+    sizes = [sum(len(e["MessageBody"]) for e in kw["Entries"]) for _a, kw in stub.calls]
+    assert [len(kw["Entries"]) for _a, kw in stub.calls] == [2, 2]
+    assert all(size <= MAX_BATCH_BYTES for size in sizes)
+
+
+def test_a_message_over_the_cap_is_refused_before_any_request():
+    stub = StubSqs()
+    p = publisher()
+    with pytest.raises(PublishError, match=r"t1 \(payload of \d+ bytes is over SQS's limit"):
+        p.add(stub, request(1, body="b" * MAX_BATCH_BYTES), "t1")
+    assert stub.calls == []
+
+
+def test_partial_failures_are_retried_or_named_and_the_close_raises():
+    answers = iter([
+        {"Failed": [{"Id": "1", "SenderFault": False, "Code": "InternalError"},
+                    {"Id": "2", "SenderFault": True, "Code": "InvalidMessageContents"}]},
+        {}])
+    stub = StubSqs(lambda _a, _kw: next(answers))
+    p = publisher()
+    for i in range(3):
+        p.add(stub, request(i), f"t{i}")
+    with pytest.raises(PublishError) as raised:
+        p.close()
+    assert raised.value.failed == {"t2": "InvalidMessageContents"}
+    assert [e["MessageBody"] for e in stub.calls[1][1]["Entries"]] == ["x1"]  # retried
+    assert p.sent == 2
+    assert "t2 (InvalidMessageContents)" in str(raised.value)
+
+
+def test_a_network_that_stays_down_names_every_task_after_the_attempts():
+    def respond(_action, _kwargs):
+        raise EndpointConnectionError(endpoint_url=URL)
+    stub = StubSqs(respond)
+    p = publisher(max_attempts=2)
+    p.add(stub, request(1), "t1")
+    with pytest.raises(PublishError) as raised:
+        p.close()
+    assert raised.value.failed == {"t1": "EndpointConnectionError after 2 attempts"}
+    assert len(stub.calls) == 2
+
+
+def test_batch_publish_refuses_a_transport_that_cannot_batch():
+    class App:
+        class conf:  # noqa: N801 (Celery's attribute)
+            broker_transport = "sqs"
+    with pytest.raises(ConfigError, match="batched publishing needs the bundled transport"):
+        with batch_publish(App()):
+            pass
