@@ -1,14 +1,27 @@
-"""When a queue receives again: in full batches, without leaving the pool idle.
+"""When a queue receives again, and how many receives it keeps in flight: full
+batches, never more messages than the prefetch window, never an idle pool.
 
 Stock kombu receives as soon as one prefetch slot is free, so a busy worker makes
 receives of 2 or 3 messages, and while the window is full it re-schedules its
 receive on every pass of the event loop, spinning. Here a queue receives when a
 batch's worth of slots is free: 10 (SQS's maximum), or half the prefetch window
-when that is smaller. Until then it is parked, costing nothing; acks and rejects
-(from whatever thread the pool acks on) and a wider window reconsider it. Once any
-slot is free a parked queue waits at most ``batch_wait`` seconds for the rest, so a
-small window (``worker_prefetch_multiplier = 1``, where half the window may be all
-the pool's processes) never leaves a process idle for longer than that.
+when that is smaller. For a queue's extra receives, slots already asked for by
+receives in flight count as taken, so several receives in flight never bring
+more than the window (a queue's first receive, as stock's only one, may pass it
+by a batch, so queues sharing a window never starve each other).
+
+A busy queue (its last receive brought messages) keeps up to ``max_in_flight``
+receives on the wire at once, as many as the free slots allow: one receive per
+round trip would cap a worker at 10 messages per round trip, which at real SQS
+latency (5 to 20 ms) is far below what the pool can run. An idle queue keeps one,
+a long poll, so idling costs one request per wait time whatever ``max_in_flight`` is.
+
+With nothing in flight and no room for a batch, a queue is parked, costing
+nothing; acks and rejects (from whatever thread the pool acks on) and a wider
+window reconsider it. Once any slot is free a parked queue waits at most
+``batch_wait`` seconds for the rest, so a small window (``worker_prefetch_multiplier
+= 1``, where half the window may be all the pool's processes) never leaves a
+process idle for longer than that.
 
 Every decision runs on the hub thread; other threads only ask for one through
 ``wake``, which runs a callback on the hub thread and wakes it.
@@ -25,27 +38,48 @@ SQS_MAX_MESSAGES = 10
 
 
 class ReceiveWindow:
-    """``schedule(queue)`` on the hub thread when a queue is ready to receive;
-    ``slots_freed()`` from any thread after an ack, reject or wider window."""
+    """``schedule(queue)`` on the hub thread when a queue may receive (at start, and
+    when one of its receives completed: ``received`` first); ``slots_freed()`` from
+    any thread after an ack, reject or wider window."""
 
-    def __init__(self, qos: Any, hub: Any, *, receive: Callable[[str], None],
-                 wake: Callable[[Callable[[], None]], None], batch_wait: float) -> None:
+    def __init__(self, qos: Any, hub: Any, *, receive: Callable[[str, int], None],
+                 wake: Callable[[Callable[[], None]], None], batch_wait: float,
+                 max_in_flight: int = 4) -> None:
         self._qos = qos
         self._hub = hub
         self._receive = receive
         self._wake = wake
         self.batch_wait = batch_wait
+        self.max_in_flight = max_in_flight
         self._parked: set[str] = set()
+        self._asked: dict[str, list[int]] = {}  # per queue, the counts of receives in flight
+        self._busy: set[str] = set()
         self._timer: Any = None
         self._hub_thread: int | None = None
 
     def schedule(self, queue: str) -> None:
         self._hub_thread = threading.get_ident()
-        if self._batch_fits():
-            self._receive(queue)
-            return
-        self._parked.add(queue)
-        self._wait_for_the_batch()
+        asked = self._asked.setdefault(queue, [])
+        limit = self.max_in_flight if queue in self._busy else 1
+        while len(asked) < limit:
+            count = self._room(queue)
+            if count is None:
+                if asked:
+                    return  # a receive in flight comes back and schedules again
+                self._parked.add(queue)
+                self._wait_for_the_batch()
+                return
+            self._start(queue, count)
+
+    def received(self, queue: str, asked: int, got: int) -> None:
+        """A receive of ``queue`` that asked for ``asked`` messages brought ``got``."""
+        in_flight = self._asked.get(queue, [])
+        if asked in in_flight:
+            in_flight.remove(asked)
+        if got:
+            self._busy.add(queue)
+        else:
+            self._busy.discard(queue)
 
     def slots_freed(self) -> None:
         # Unlocked on purpose. The ack freed its slot before this reads _parked;
@@ -63,7 +97,7 @@ class ReceiveWindow:
     def _reconsider(self) -> None:
         if not self._parked:
             return
-        if self._batch_fits():
+        if any(self._room(queue) is not None for queue in self._parked):
             self._resume()
         else:
             self._wait_for_the_batch()
@@ -73,9 +107,16 @@ class ReceiveWindow:
             self._timer = self._hub.call_later(self.batch_wait, self._waited)
 
     def _waited(self) -> None:
+        """The batch wait is over: a parked queue takes whatever slots are free."""
         self._timer = None
-        if self._parked and self._qos.can_consume():
-            self._resume()
+        parked, self._parked = self._parked, set()
+        for queue in parked:
+            free = self._free(queue)
+            if free is not None and free < 1:
+                self._parked.add(queue)  # an ack will reconsider it
+            else:
+                self._start(queue, SQS_MAX_MESSAGES if free is None
+                            else min(free, SQS_MAX_MESSAGES))
 
     def _resume(self) -> None:
         if self._timer is not None:
@@ -83,9 +124,27 @@ class ReceiveWindow:
             self._timer = None
         parked, self._parked = self._parked, set()
         for queue in parked:
-            self._receive(queue)
+            self.schedule(queue)
 
-    def _batch_fits(self) -> bool:
-        free = self._qos.can_consume_max_estimate()  # None: no prefetch limit
+    def _start(self, queue: str, count: int) -> None:
+        self._asked.setdefault(queue, []).append(count)
+        self._receive(queue, count)
+
+    def _free(self, queue: str) -> int | None:
+        """Free prefetch slots for ``queue``'s next receive (``None``: no limit). A queue's
+        first receive counts only what was delivered, so queues sharing the window
+        each get their turn (as with stock, one batch per queue may pass the window);
+        its extra receives also count everything asked for by receives in flight."""
+        free = self._qos.can_consume_max_estimate()
+        if free is None or not self._asked.get(queue):
+            return free
+        return free - sum(sum(counts) for counts in self._asked.values())
+
+    def _room(self, queue: str) -> int | None:
+        """How many messages ``queue``'s next receive may ask for, or ``None`` when a
+        batch's worth of slots is not free."""
+        free = self._free(queue)
+        if free is None:
+            return SQS_MAX_MESSAGES
         batch = min(SQS_MAX_MESSAGES, max(1, math.ceil(self._qos.prefetch_count / 2)))
-        return free is None or free >= batch
+        return min(free, SQS_MAX_MESSAGES) if free >= batch else None

@@ -4,11 +4,11 @@ kombu's asynchronous SQS client runs on pycurl inside Celery's event loop (the
 hub). When a fast response completes before curl registers its socket, the hub
 has no file descriptor to wait on and sleeps 100 ms (``kombu/asynchronous/hub.py``):
 on a fast endpoint that stall, once per receive, caps a worker at a few dozen
-tasks a second. Here each queue has one daemon thread that long-polls with the
-thread-safe boto3 client, and hands each result back through a pipe the hub
-watches as a reader. The hub always has that descriptor, so it never falls
-into the sleep, and callbacks still run on the hub thread, where Celery's
-consumer expects them. No pycurl is needed.
+tasks a second. Here each queue has daemon threads (one per receive in flight)
+that long-poll with the thread-safe boto3 client and hand each result back
+through a pipe the hub watches as a reader. The hub always has that descriptor,
+so it never falls into the sleep, and callbacks still run on the hub thread,
+where Celery's consumer expects them. No pycurl is needed.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from collections.abc import Callable
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+MAX_THREADS = 16
+"""Receive threads per queue at most (the receive window keeps fewer receives in flight)."""
 
 Job = Callable[[], Any]
 Done = Callable[[Any], None]
@@ -41,6 +44,8 @@ class Receiver:
         os.set_blocking(self._write_fd, False)
         self._results: deque[tuple[Done, Any]] = deque()
         self._jobs: dict[str, queue_module.SimpleQueue] = {}
+        self._idle: dict[str, int] = {}  # per queue, threads waiting for a job
+        self._threads: dict[str, int] = {}
         self._lock = threading.Lock()
         self._closed = False
         hub.add_reader(self._read_fd, self._on_readable)
@@ -49,14 +54,18 @@ class Receiver:
         with self._lock:
             if self._closed:
                 return
-            jobs = self._jobs.get(name)
-            if jobs is None:
-                jobs = self._jobs[name] = queue_module.SimpleQueue()
-                threading.Thread(target=self._run, args=(jobs,),
+            jobs = self._jobs.setdefault(name, queue_module.SimpleQueue())
+            if self._idle.get(name, 0) == 0 and self._threads.get(name, 0) < MAX_THREADS:
+                # Every thread of this queue is in a receive: one more, so several
+                # receives of a busy queue can be on the wire at once.
+                self._threads[name] = self._threads.get(name, 0) + 1
+                self._idle[name] = self._idle.get(name, 0) + 1
+                threading.Thread(target=self._run, args=(name, jobs),
                                  name=f"kit-sqs-receive-{name}", daemon=True).start()
+            self._idle[name] -= 1
         jobs.put((job, done, undo))
 
-    def _run(self, jobs: queue_module.SimpleQueue) -> None:
+    def _run(self, name: str, jobs: queue_module.SimpleQueue) -> None:
         while True:
             item = jobs.get()
             if item is None:
@@ -69,6 +78,8 @@ class Receiver:
             if not self._hand_over(done, result):
                 self._safely(undo, result)
                 return
+            with self._lock:
+                self._idle[name] += 1
 
     def call_soon(self, callback: Callable[[], None]) -> None:
         """Run ``callback()`` on the hub thread, soon; callable from any thread,
@@ -101,8 +112,9 @@ class Receiver:
             if self._closed:
                 return
             self._closed = True
-            for jobs in self._jobs.values():
-                jobs.put(None)
+            for name, jobs in self._jobs.items():
+                for _thread in range(self._threads.get(name, 0)):
+                    jobs.put(None)
             try:
                 self._hub.remove_reader(self._read_fd)
             except Exception:  # the hub may already be closed at shutdown

@@ -216,6 +216,10 @@ class Channel(SQS.Channel):
         return float(self.transport_options.get("receive_batch_wait", 0.1))
 
     @cached_property
+    def receives_in_flight(self) -> int:
+        return int(self.transport_options.get("receives_in_flight", 4))
+
+    @cached_property
     def receive_max_backoff(self) -> float:
         return float(self.transport_options.get("receive_max_backoff", 60))
 
@@ -287,7 +291,8 @@ class Channel(SQS.Channel):
     def receive_window(self) -> ReceiveWindow:
         return ReceiveWindow(self.qos, self.hub, receive=self._receive_now,
                              wake=lambda callback: self.receiver.call_soon(callback),
-                             batch_wait=self.receive_batch_wait)
+                             batch_wait=self.receive_batch_wait,
+                             max_in_flight=self.receives_in_flight)
 
     def slots_freed(self) -> None:
         """An ack, a reject or a wider window freed prefetch slots (any thread)."""
@@ -299,9 +304,8 @@ class Channel(SQS.Channel):
         if queue in self._active_queues:
             self.receive_window.schedule(queue)
 
-    def _receive_now(self, queue: str) -> None:
-        if queue in self._active_queues:
-            self._get_bulk_async(queue, callback=promise(self._loop1, (queue,)))
+    def _receive_now(self, queue: str, count: int) -> None:
+        self._get_async(queue, count, callback=promise(self._loop1, (queue,)))
 
     def basic_qos(self, *args: Any, **kwargs: Any) -> None:
         super().basic_qos(*args, **kwargs)  # Celery widens the window for ETA tasks
@@ -312,7 +316,7 @@ class Channel(SQS.Channel):
         qname = self.canonical_queue_name(queue)
         self.receiver.submit(
             qname, lambda: self._receive(qname, q_url, count),
-            lambda result: self._on_received(queue, qname, q_url, result, callback),
+            lambda result: self._on_received(queue, qname, q_url, count, result, callback),
             lambda result: self._give_back(q_url, qname, result))
         return callback
 
@@ -334,8 +338,10 @@ class Channel(SQS.Channel):
         if isinstance(result, list) and result:
             self.lane(q_url, qname).release([m["ReceiptHandle"] for m in result])
 
-    def _on_received(self, queue: str, qname: str, q_url: str, result: Any,
+    def _on_received(self, queue: str, qname: str, q_url: str, asked: int, result: Any,
                      callback: Any) -> None:
+        got = 0 if isinstance(result, BaseException) else len(result)
+        self.receive_window.received(queue, asked, got)
         if isinstance(result, BaseException):
             self._on_receive_error(qname, result, callback)
             return

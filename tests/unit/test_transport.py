@@ -155,3 +155,31 @@ def test_an_ack_from_a_pool_thread_wakes_the_hub(channel):
     assert select.select([read_fd], [], [], 1.0)[0] == [read_fd]  # epoll would wake
     channel.hub.run()
     assert channel.receives == [10]
+
+
+def test_a_busy_queue_keeps_several_full_receives_in_flight_within_the_window(channel):
+    channel.basic_qos(prefetch_count=30)
+    channel._schedule_queue(QUEUE)
+    assert channel.receives == [10]  # not known to be busy yet: one receive
+    channel.receive_window.received(QUEUE, 10, 10)  # it came back full
+    for i in range(10):
+        channel.qos.append(Delivered(), f"got-{i}")
+    channel._schedule_queue(QUEUE)
+    assert channel.receives == [10, 10, 10]  # 10 delivered + 20 asked for = the window
+
+
+def test_an_idle_queue_keeps_one_receive_in_flight(channel):
+    channel.basic_qos(prefetch_count=40)
+    channel._schedule_queue(QUEUE)
+    channel.receive_window.received(QUEUE, 10, 0)  # an empty long poll
+    channel._schedule_queue(QUEUE)
+    assert channel.receives == [10, 10]  # one at a time, however wide the window
+
+
+def test_receives_in_flight_count_against_the_window(channel):
+    channel.basic_qos(prefetch_count=20)
+    channel.receive_window.received(QUEUE, 0, 10)  # busy
+    channel._schedule_queue(QUEUE)
+    assert channel.receives == [10, 10]
+    channel._schedule_queue(QUEUE)  # nothing came back yet: no room for a third
+    assert channel.receives == [10, 10]
