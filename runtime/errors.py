@@ -7,11 +7,15 @@ caller can catch exactly what it means::
     ├── SpecError            the fleet spec (cdk.json context) breaks a rule; at synth
     ├── ConfigError          the emitted worker configuration is missing or invalid;
     │                        at worker start
-    ├── TransportError       an SQS call of the bundled transport failed for good
+    ├── TransportError       an SQS call of the bundled transport (or of an operator
+    │   │                    command) failed for good
     │   ├── QueueAccessDenied    the role may not do this action on this queue
     │   ├── QueueNotFound        the URL names no queue (deleted? other region?)
     │   └── CredentialsError     credentials expired or the role cannot be assumed
-    └── PublishError         tasks of a batched publish SQS did not accept
+    ├── PublishError         tasks of a batched publish SQS did not accept
+    └── UsageError           an operator command (python -m runtime.ops) was asked for
+                             something it cannot do: an unknown queue, a queue without
+                             a DLQ, options that do not go together
 
 Each message says what was wrong, where (the field or file), and the value
 given, so that it can be shown to a user as it is, without a traceback.
@@ -57,17 +61,20 @@ class TransportError(KitError):
     """An SQS call failed in a way retrying will not fix.
 
     ``queue`` is the Celery queue name, ``action`` the SQS action, ``code`` the
-    AWS error code; the message says what to check.
+    AWS error code; the message says what to check: the class's ``hint`` (written
+    for a worker), or ``hint`` when the caller knows better (an operator command).
     """
 
     hint = "check the worker's role policy, the region and the queue URL"
 
-    def __init__(self, queue: str, action: str, code: str, detail: str = "") -> None:
+    def __init__(self, queue: str, action: str, code: str, detail: str = "", *,
+                 hint: str | None = None) -> None:
         self.queue = queue
         self.action = action
         self.code = code
         suffix = f" ({detail})" if detail else ""
-        super().__init__(f"{action} on queue {queue!r} failed: {code}{suffix}; {self.hint}")
+        super().__init__(f"{action} on queue {queue!r} failed: {code}{suffix}; "
+                         f"{hint or self.hint}")
 
 
 class QueueAccessDenied(TransportError):
@@ -98,3 +105,7 @@ class PublishError(KitError):
         more = f" and {len(failed) - 10} more" if len(failed) > 10 else ""
         super().__init__(f"{len(failed)} task(s) were not published: {shown}{more}; "
                          "publish them again")
+
+
+class UsageError(KitError):
+    """An operator command cannot do what it was asked; the message says what to pass."""
