@@ -1,5 +1,11 @@
 """``python -m bench``: stock kombu SQS vs the kit's bundled transport, in one run on
-one fauxqs per pass; prints a table and writes bench/results.json."""
+one fauxqs per pass; prints a table and writes bench/results.json.
+
+Rows: each transport and pool publishing one task per request; the bundled
+transport publishing in batches (``runtime.publishing``); and, with
+``--delay-ms``, stock (tuned) and the kit consuming through a proxy that adds that
+delay to every request, as real SQS's 5 to 20 ms would. Throughput is run
+``--runs`` times per row and reported as the median and range."""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.passes import VARIANTS, Setting, measure
+from bench.passes import BATCH, VARIANTS, Setting, measure
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,10 +35,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="stock (kombu's polling defaults), stock-tuned (the kit's "
                              "polling options), kit")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    parser.add_argument("--runs", type=int, default=3, help="throughput runs per row")
+    parser.add_argument("--delay-ms", type=int, default=15,
+                        help="request delay of the delayed rows (0: none)")
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     args = parser.parse_args(argv)
     if args.quick:
         args.tasks, args.counted_tasks, args.latency_tasks, args.idle_seconds = 200, 100, 40, 21
+        args.runs = 1
 
     work = ROOT / ".build" / "bench"
     started = time.monotonic()
@@ -40,13 +50,19 @@ def main(argv: list[str] | None = None) -> int:
           f"{platform.python_version()}; N={args.tasks}, concurrency {args.concurrency}")
     results = []
     for pool in args.pools.split(","):
-        for variant in args.transports.split(","):
-            setting = Setting.of(variant, pool, args.concurrency)
+        variants = args.transports.split(",")
+        settings = [Setting.of(v, pool, args.concurrency) for v in variants]
+        settings += [Setting.of("kit", pool, args.concurrency, publish_mode=BATCH)
+                     for v in variants if v == "kit"]
+        if args.delay_ms:
+            settings += [Setting.of(v, pool, args.concurrency, request_delay_ms=args.delay_ms)
+                         for v in variants if v in ("stock-tuned", "kit")]
+        for i, setting in enumerate(settings):
             print(f"{setting.name}:", flush=True)
-            figures = measure(setting, work / f"{variant}-{pool}", tasks=args.tasks,
+            figures = measure(setting, work / f"{pool}-{i}", tasks=args.tasks,
                               counted_tasks=args.counted_tasks,
                               latency_tasks=args.latency_tasks, idle_seconds=args.idle_seconds,
-                              log=lambda m: print(m, flush=True))
+                              runs=args.runs, log=lambda m: print(m, flush=True))
             results.append(figures.as_result())
     print_table(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -55,30 +71,56 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _cell(value: object, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _range(runs: list[float]) -> str:
+    return f"{min(runs):.0f}-{max(runs):.0f}" if len(runs) > 1 else "-"
+
+
 def print_table(results: list[dict]) -> None:
     columns = [("transport", "transport", "{}"), ("polling", "polling", "{}"),
-               ("pool", "pool", "{}"),
-               ("tasks/s", "tasks_per_s", "{:.1f}"), ("req/task", "requests_per_task", "{:.2f}"),
-               ("publish", "publish_requests_per_task", "{:.2f}"),
-               ("consume", "consume_requests_per_task", "{:.2f}"),
+               ("pool", "pool", "{}"), ("publish", "publish_mode", "{}"),
+               ("+ms", "request_delay_ms", "{}"),
+               ("tasks/s", "tasks_per_s", "{:.1f}"), ("range", "tasks_per_s_runs", None),
+               ("req/task", "requests_per_task", "{:.2f}"),
+               ("pub/task", "publish_requests_per_task", "{:.2f}"),
+               ("cons/task", "consume_requests_per_task", "{:.2f}"),
+               ("pub/s", "publish_per_s", "{:.0f}"),
                ("p50 ms", "latency_p50_ms", "{:.1f}"), ("p95 ms", "latency_p95_ms", "{:.1f}"),
                ("RSS MB", "rss_mb", "{:.0f}"), ("idle/q-h", "idle_requests_per_queue_hour", "{}")]
-    rows = [[fmt.format(r[key]) for _h, key, fmt in columns] for r in results]
+    rows = [[_range(r[key]) if fmt is None else _cell(r[key], fmt) for _h, key, fmt in columns]
+            for r in results]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, (h, _k, _f) in enumerate(columns)]
     print()
     print("  ".join(h.rjust(w) for (h, _k, _f), w in zip(columns, widths)))
     for row in rows:
         print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
     print()
-    for kit in (r for r in results if r["transport"] == "kit"):
-        for stock in (r for r in results if r["transport"] == "stock"
-                      and r["pool"] == kit["pool"]):
-            print(f"kit/stock ({stock['polling']}), {kit['pool']}: "
-                  f"{kit['tasks_per_s'] / stock['tasks_per_s']:.1f}x tasks/s")
+
+    def rows_of(transport: str, pool: str, delay: int, mode: str = "single") -> list[dict]:
+        return [r for r in results if r["transport"] == transport and r["pool"] == pool
+                and r["request_delay_ms"] == delay and r["publish_mode"] == mode
+                and r["tasks_per_s"]]
+    for kit in (r for r in results if r["transport"] == "kit" and r["publish_mode"] == "single"):
+        pool, delay = kit["pool"], kit["request_delay_ms"]
+        for stock in rows_of("stock", pool, delay):
+            print(f"kit/stock ({stock['polling']}), {pool}, +{delay} ms: "
+                  f"{kit['tasks_per_s'] / stock['tasks_per_s']:.1f}x tasks/s (medians)")
+        for base in rows_of("kit", pool, 0) if delay else []:
+            print(f"kit at +{delay} ms / kit at +0 ms, {pool}: "
+                  f"{kit['tasks_per_s'] / base['tasks_per_s']:.2f}")
+    for batch in (r for r in results if r["publish_mode"] == "batch"):
+        for single in rows_of("kit", batch["pool"], 0):
+            print(f"batch/single publishing, {batch['pool']}: "
+                  f"{batch['publish_per_s'] / single['publish_per_s']:.1f}x tasks/s published, "
+                  f"{batch['requests_per_task']:.2f} requests per task end to end")
     print()
     for r in results:
         actions = ", ".join(f"{a} {n:.3f}" for a, n in r["requests_by_action"].items())
-        print(f"{r['transport']:>5}/{r['polling']:<14}/{r['pool']:<8} per task: {actions}")
+        print(f"{r['transport']:>5}/{r['polling']:<14}/{r['pool']:<8}/{r['publish_mode']:<6}"
+              f"/+{r['request_delay_ms']} ms per task: {actions}")
 
 
 if __name__ == "__main__":

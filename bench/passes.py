@@ -1,6 +1,9 @@
-"""One benchmark setting (transport x pool) measured in separate passes, each on a
-fresh fauxqs: throughput with nothing between worker and emulator, latency at a
-steady publish rate, requests counted at the wire through proxies, idle cost."""
+"""One benchmark setting (transport x pool x publish mode x request delay) measured
+in separate passes, each on a fresh fauxqs: throughput with nothing between worker
+and emulator (or, with a request delay, through a proxy that adds it and counts),
+run several times; latency at a steady publish rate; requests counted at the wire
+through proxies; idle cost. A batch-publishing row measures what batching changes
+(publishing rate and requests); a delayed row, throughput at real SQS latency."""
 
 from __future__ import annotations
 
@@ -25,14 +28,17 @@ from runtime.celery_settings import BUNDLED_PREFETCH
 BENCH_DIR = Path(__file__).resolve().parent
 QUEUE = "bench"
 PUBLISHER = '''
-import sys, time
-from benchtasks import noop
-count, pace = int(sys.argv[1]), float(sys.argv[2])
-for _ in range(count):
-    noop.delay(time.time())
-    if pace:
-        time.sleep(pace)
+import contextlib, sys, time
+from benchtasks import app, noop
+from runtime.publishing import batch_publish
+count, pace, mode = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+with batch_publish(app) if mode == "batch" else contextlib.nullcontext():
+    for _ in range(count):
+        noop.delay(time.time())
+        if pace:
+            time.sleep(pace)
 '''
+SINGLE, BATCH = "single", "batch"
 
 
 KOMBU_DEFAULTS = "kombu defaults"
@@ -51,53 +57,61 @@ class Setting:
     pool: str
     concurrency: int
     polling: str = RENDERED
+    publish_mode: str = SINGLE
+    request_delay_ms: int = 0
 
     @classmethod
-    def of(cls, variant: str, pool: str, concurrency: int) -> Setting:
+    def of(cls, variant: str, pool: str, concurrency: int, *, publish_mode: str = SINGLE,
+           request_delay_ms: int = 0) -> Setting:
         transport, polling = VARIANTS[variant]
-        return cls(transport, pool, concurrency, polling)
+        return cls(transport, pool, concurrency, polling, publish_mode, request_delay_ms)
 
     @property
     def name(self) -> str:
         tuned = self.transport == "stock" and self.polling == RENDERED
-        return f"{self.transport}{'-tuned' if tuned else ''}/{self.pool}"
+        extra = (f", {self.publish_mode} publish" if self.publish_mode != SINGLE else "") + \
+            (f", +{self.request_delay_ms} ms" if self.request_delay_ms else "")
+        return f"{self.transport}{'-tuned' if tuned else ''}/{self.pool}{extra}"
 
 
 @dataclass
 class Figures:
     setting: Setting
     tasks: int = 0
-    tasks_per_s: float = 0.0
-    publish_per_s: float = 0.0
-    latency_p50_ms: float = 0.0
-    latency_p95_ms: float = 0.0
-    rss_mb: float = 0.0
+    tasks_per_s_runs: list[float] = field(default_factory=list)
+    publish_per_s: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    rss_mb: float | None = None
     publish_requests: dict[str, int] = field(default_factory=dict)
     consume_requests: dict[str, int] = field(default_factory=dict)
     counted_tasks: int = 0
-    idle_requests_per_queue_hour: float = 0.0
+    idle_requests_per_queue_hour: float | None = None
 
     def as_result(self) -> dict:
         by_action: dict[str, float] = {}
         for side in (self.publish_requests, self.consume_requests):
             for action, n in side.items():
                 by_action[action] = by_action.get(action, 0) + n / max(self.counted_tasks, 1)
+        runs = self.tasks_per_s_runs
         return {
             "transport": self.setting.transport, "polling": self.setting.polling,
-            "pool": self.setting.pool,
+            "pool": self.setting.pool, "publish_mode": self.setting.publish_mode,
+            "request_delay_ms": self.setting.request_delay_ms,
             "concurrency": self.setting.concurrency, "tasks": self.tasks,
-            "tasks_per_s": round(self.tasks_per_s, 1),
+            "tasks_per_s": round(statistics.median(runs), 1) if runs else None,
+            "tasks_per_s_runs": [round(r, 1) for r in runs],
             "requests_per_task": round(sum(by_action.values()), 3),
             "requests_by_action": {k: round(v, 3) for k, v in sorted(by_action.items())},
             "publish_requests_per_task": round(
                 sum(self.publish_requests.values()) / max(self.counted_tasks, 1), 3),
             "consume_requests_per_task": round(
                 sum(self.consume_requests.values()) / max(self.counted_tasks, 1), 3),
-            "latency_p50_ms": round(self.latency_p50_ms, 1),
-            "latency_p95_ms": round(self.latency_p95_ms, 1),
-            "rss_mb": round(self.rss_mb, 1),
-            "idle_requests_per_queue_hour": round(self.idle_requests_per_queue_hour),
-            "publish_per_s": round(self.publish_per_s, 1),
+            "latency_p50_ms": _rounded(self.latency_p50_ms, 1),
+            "latency_p95_ms": _rounded(self.latency_p95_ms, 1),
+            "rss_mb": _rounded(self.rss_mb, 1),
+            "idle_requests_per_queue_hour": _rounded(self.idle_requests_per_queue_hour, 0),
+            "publish_per_s": _rounded(self.publish_per_s, 1),
         }
 
 
@@ -139,7 +153,8 @@ class Stage:
 
     def publish(self, count: int, endpoint_url: str, pace: float = 0.0) -> float:
         started = time.monotonic()
-        subprocess.run([sys.executable, "-c", PUBLISHER, str(count), str(pace)],
+        subprocess.run([sys.executable, "-c", PUBLISHER, str(count), str(pace),
+                        self.setting.publish_mode],
                        cwd=self.work, env=self.env(endpoint_url), check=True, timeout=900)
         return time.monotonic() - started
 
@@ -188,48 +203,94 @@ def tree_rss_mb(pid: int) -> float:
     return total / 1024
 
 
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 def measure(setting: Setting, work: Path, *, tasks: int, counted_tasks: int,
-            latency_tasks: int, idle_seconds: float, log=print) -> Figures:
+            latency_tasks: int, idle_seconds: float, runs: int, log=print) -> Figures:
+    """Every pass for a base row; what batching changes for a batch-publishing row
+    (publishing rate, requests); throughput and requests for a delayed row."""
     figures = Figures(setting, tasks=tasks, counted_tasks=counted_tasks)
     name = setting.name
+    delayed = setting.request_delay_ms > 0
+    if setting.publish_mode == SINGLE or delayed:
+        for run in range(runs):
+            throughput(setting, work / f"throughput-{run}", figures, log)
+    if delayed:
+        return figures  # the delaying proxy counted this row's requests
+    if setting.publish_mode == BATCH:
+        with Stage(work / "publish", setting) as stage:
+            figures.publish_per_s = tasks / stage.publish(tasks, stage.server.endpoint_url)
+        log(f"  {name}: publishing {figures.publish_per_s:.1f} tasks/s")
+    else:
+        latency(setting, work / "latency", figures, latency_tasks, log)
+    requests(setting, work / "requests", figures, log)
+    if setting.publish_mode == SINGLE:
+        idle(setting, work / "idle", figures, idle_seconds, log)
+    return figures
 
-    with Stage(work / "throughput", setting) as stage:  # nothing between worker and emulator
-        figures.publish_per_s = tasks / stage.publish(tasks, stage.server.endpoint_url)
-        with stage.worker(stage.server.endpoint_url, "worker") as w:
-            stage.wait_for_records(tasks, timeout=1200)
+
+def throughput(setting: Setting, work: Path, figures: Figures, log) -> None:
+    """Consuming ``figures.tasks`` published beforehand, from the first task's start to the
+    last's by the tasks' own clocks (a fast worker starts tasks before it says it is
+    ready); directly against the emulator, or through a proxy adding the request delay."""
+    with Stage(work, setting) as stage, \
+            CountingProxy(stage.server.endpoint_url,
+                          delay=setting.request_delay_ms / 1000) as proxy:
+        published_in = stage.publish(figures.tasks, stage.server.endpoint_url)
+        if figures.publish_per_s is None:
+            figures.publish_per_s = figures.tasks / published_in
+        endpoint = proxy.endpoint_url if setting.request_delay_ms else stage.server.endpoint_url
+        with stage.worker(endpoint, "worker") as w:
+            stage.wait_for_records(figures.tasks, timeout=1200)
             figures.rss_mb = tree_rss_mb(w._process.pid)
-        # From the first task's start to the last's, by the tasks' own clocks: a
-        # fast worker starts tasks before it reports itself ready.
+            time.sleep(1.0)  # let the last acks leave
         starts = sorted(start for _sent, start in stage.records())
-        figures.tasks_per_s = (len(starts) - 1) / (starts[-1] - starts[0])
-    log(f"  {name}: {figures.tasks_per_s:.1f} tasks/s consuming {tasks}")
+        figures.tasks_per_s_runs.append((len(starts) - 1) / (starts[-1] - starts[0]))
+        if setting.request_delay_ms:
+            figures.counted_tasks = figures.tasks
+            figures.consume_requests = proxy.counts()
+            figures.publish_requests = {"SendMessage": figures.tasks}  # published directly
+    log(f"  {setting.name}: {figures.tasks_per_s_runs[-1]:.1f} tasks/s consuming "
+        f"{figures.tasks}")
 
-    with Stage(work / "latency", setting) as stage:  # a running worker, a steady publish rate
+
+def latency(setting: Setting, work: Path, figures: Figures, latency_tasks: int, log) -> None:
+    """A running worker and a steady publish rate (50 a second): from send to start."""
+    with Stage(work, setting) as stage:
         with stage.worker(stage.server.endpoint_url, "worker"):
             stage.publish(latency_tasks, stage.server.endpoint_url, pace=0.02)
             stage.wait_for_records(latency_tasks, timeout=300)
         latencies = sorted((start - sent) * 1000 for sent, start in stage.records())
-        figures.latency_p50_ms = statistics.median(latencies)
-        figures.latency_p95_ms = latencies[int(0.95 * (len(latencies) - 1))]
-    log(f"  {name}: latency p50 {figures.latency_p50_ms:.1f} ms, p95 {figures.latency_p95_ms:.1f} ms")
+    figures.latency_p50_ms = statistics.median(latencies)
+    figures.latency_p95_ms = latencies[int(0.95 * (len(latencies) - 1))]
+    log(f"  {setting.name}: latency p50 {figures.latency_p50_ms:.1f} ms, "
+        f"p95 {figures.latency_p95_ms:.1f} ms")
 
-    with Stage(work / "requests", setting) as stage, \
+
+def requests(setting: Setting, work: Path, figures: Figures, log) -> None:
+    """Requests at the wire, publisher and worker each through a counting proxy."""
+    with Stage(work, setting) as stage, \
             CountingProxy(stage.server.endpoint_url) as publisher, \
             CountingProxy(stage.server.endpoint_url) as consumer:
-        stage.publish(counted_tasks, publisher.endpoint_url)
+        stage.publish(figures.counted_tasks, publisher.endpoint_url)
         with stage.worker(consumer.endpoint_url, "worker"):
-            stage.wait_for_records(counted_tasks, timeout=600)
+            stage.wait_for_records(figures.counted_tasks, timeout=600)
             time.sleep(1.0)  # let the last acks leave
         figures.publish_requests = publisher.counts()
         figures.consume_requests = consumer.counts()
-    log(f"  {name}: requests publish {figures.publish_requests} consume {figures.consume_requests}")
+    log(f"  {setting.name}: requests publish {figures.publish_requests} "
+        f"consume {figures.consume_requests}")
 
-    with Stage(work / "idle", setting) as stage, \
-            CountingProxy(stage.server.endpoint_url) as proxy:
+
+def idle(setting: Setting, work: Path, figures: Figures, idle_seconds: float, log) -> None:
+    """Receives an idle worker makes, per queue and hour."""
+    with Stage(work, setting) as stage, CountingProxy(stage.server.endpoint_url) as proxy:
         with stage.worker(proxy.endpoint_url, "worker"):
             proxy.reset()  # start-up polls are not idle cost
             time.sleep(idle_seconds)
             receives = proxy.counts().get("ReceiveMessage", 0)
-        figures.idle_requests_per_queue_hour = receives * 3600 / idle_seconds
-    log(f"  {name}: idle {figures.idle_requests_per_queue_hour:.0f} receives per queue-hour")
-    return figures
+    figures.idle_requests_per_queue_hour = receives * 3600 / idle_seconds
+    log(f"  {setting.name}: idle {figures.idle_requests_per_queue_hour:.0f} receives per "
+        "queue-hour")

@@ -1,6 +1,7 @@
 """A loopback HTTP proxy that counts SQS requests by action, at the wire, and can
 answer the next N requests of an action with an error (throttling, 5xx,
-AccessDenied), or stop answering at all (a black-holed network), for fault tests.
+AccessDenied), or stop answering at all (a black-holed network), for fault tests,
+and can add a fixed delay to every request (real SQS answers in 5 to 20 ms).
 
 Both sides of a comparison (stock kombu and the bundled transport, publisher
 and worker) point ``AWS_ENDPOINT_URL`` at it, so every request is counted the
@@ -13,11 +14,16 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 from collections import Counter
+from typing import Any
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 from local_aws.http_thread import LoopbackHttpServer
+
+Answer = tuple[int, str, str, str]
+"""An error answer: HTTP status, JSON ``__type``, query-protocol code, message."""
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
                "proxy-authorization", "proxy-authenticate"}
@@ -37,8 +43,10 @@ def action_of(headers, body: bytes) -> str:
 class CountingProxy:
     """``with CountingProxy(upstream) as proxy: proxy.endpoint_url; proxy.counts()``."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, *, delay: float = 0.0) -> None:
+        """``delay``: seconds added to every request, as a far endpoint would."""
         parts = urlsplit(upstream)
+        self.delay = delay
         self._upstream = (parts.hostname, parts.port or 80)
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
@@ -63,11 +71,12 @@ class CountingProxy:
                 if proxy._hanging.is_set():
                     proxy._released.wait()  # never answered while the network is "down"
                     return
-                fault = proxy._take_fault(action)
-                if fault is not None:
-                    status, code = fault
-                    payload = json.dumps({"__type": f"com.amazonaws.sqs#{code}",
-                                          "message": f"injected {code}"}).encode()
+                if proxy.delay:
+                    time.sleep(proxy.delay)
+                answer = proxy.intercept(action, self.headers, body)
+                if answer is not None:
+                    status, error_type, code, message = answer
+                    payload = json.dumps({"__type": error_type, "message": message}).encode()
                     self.send_response(status)
                     self.send_header("Content-Type", "application/x-amz-json-1.0")
                     self.send_header("x-amzn-query-error", f"{code};Sender")
@@ -132,10 +141,16 @@ class CountingProxy:
         """From now on read every request and never answer it (until ``stop``)."""
         self._hanging.set()
 
-    def _take_fault(self, action: str) -> tuple[int, str] | None:
+    def intercept(self, action: str, headers: Any, body: bytes) -> Answer | None:
+        """The error to answer this request with instead of forwarding it, if any.
+        Subclasses may record the request here, or refuse it for reasons of their own."""
         with self._lock:
             pending = self._faults.get(action)
-            return pending.pop(0) if pending else None
+            fault = pending.pop(0) if pending else None
+        if fault is None:
+            return None
+        status, code = fault
+        return status, f"com.amazonaws.sqs#{code}", code, f"injected {code}"
 
     def counts(self) -> dict[str, int]:
         with self._lock:

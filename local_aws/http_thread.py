@@ -19,7 +19,9 @@ class LoopbackHttpServer:
     def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
         self.port = free_port()
         self._server = QuietServer(("127.0.0.1", self.port), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # polled every 20 ms, so that stopping it (after every test) costs nothing
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,),
+                                        daemon=True)
 
     def start(self) -> None:
         self._thread.start()

@@ -13,22 +13,16 @@ it enforces IAM.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import re
-import threading
 import time
 import uuid
 from collections import Counter
-from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import urlsplit
 
 from kombu import Connection
 
-from local_aws.counting_proxy import action_of
-from local_aws.http_thread import QuietServer
-from local_aws.ports import free_port
+from local_aws.counting_proxy import Answer, CountingProxy
 from local_aws.moto_server import REGION
 
 STOCK = "kombu.transport.SQS:Transport"
@@ -41,99 +35,29 @@ ENV_KEY, ENV_SECRET = "AKIDENVKEYEXAMPLE", "envsecretexample"
 BAD_KEY = "AKIDBADKEYEXAMPLE"
 """Keys the proxy refuses as AWS refuses an unknown key."""
 
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-               "proxy-authorization", "proxy-authenticate"}
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
 
 
-class RecordingProxy:
+class RecordingProxy(CountingProxy):
     """``with RecordingProxy(moto.endpoint_url) as proxy: proxy.port; proxy.requests``."""
 
     def __init__(self, upstream: str, *, refuse_keys: tuple[str, ...] = (BAD_KEY,)) -> None:
-        parts = urlsplit(upstream)
-        self._upstream = (parts.hostname, parts.port or 80)
-        self._lock = threading.Lock()
-        self._local = threading.local()
+        super().__init__(upstream)
         self.refuse_keys = set(refuse_keys)
         self.requests: list[dict[str, Any]] = []
-        proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:  # noqa: N802
-                self._forward()
-
-            def do_GET(self) -> None:  # noqa: N802
-                self._forward()
-
-            def _forward(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                key = _CREDENTIAL.search(self.headers.get("Authorization", ""))
-                record = {"action": action_of(self.headers, body),
-                          "key": key.group(1) if key else None,
-                          "token": "X-Amz-Security-Token" in self.headers,
-                          "params": _json_params(self.headers, body)}
-                with proxy._lock:
-                    proxy.requests.append(record)
-                if record["key"] in proxy.refuse_keys:
-                    self._answer(403, {"__type": "com.amazon.coral.service#"
-                                                 "UnrecognizedClientException",
-                                       "message": "The security token included in the "
-                                                  "request is invalid."},
-                                 {"x-amzn-query-error": "InvalidClientTokenId;Sender"})
-                    return
-                upstream = proxy._connection()
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-                try:
-                    upstream.request(self.command, self.path, body=body, headers=headers)
-                    response = upstream.getresponse()
-                    data = response.read()
-                except (OSError, http.client.HTTPException):
-                    proxy._drop_connection()
-                    try:
-                        self.send_error(502)
-                    except OSError:
-                        pass
-                    return
-                self.send_response(response.status, response.reason)
-                for name, value in response.getheaders():
-                    if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _answer(self, status: int, payload: dict, extra: dict[str, str]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-amz-json-1.0")
-                for name, value in extra.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                """Silent."""
-
-        self.port = free_port()
-        self._server = QuietServer(("127.0.0.1", self.port), Handler)
-        # polled every 20 ms, so that stopping it at the end of each test costs nothing
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,),
-                                        daemon=True)
-
-    def _connection(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = http.client.HTTPConnection(*self._upstream, timeout=60)
-        return conn
-
-    def _drop_connection(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+    def intercept(self, action: str, headers: Any, body: bytes) -> Answer | None:
+        key = _CREDENTIAL.search(headers.get("Authorization", ""))
+        record = {"action": action, "key": key.group(1) if key else None,
+                  "token": "X-Amz-Security-Token" in headers,
+                  "params": _json_params(headers, body)}
+        with self._lock:
+            self.requests.append(record)
+        if record["key"] in self.refuse_keys:
+            return (403, "com.amazon.coral.service#UnrecognizedClientException",
+                    "InvalidClientTokenId", "The security token included in the request is "
+                                            "invalid.")
+        return super().intercept(action, headers, body)
 
     def actions(self) -> Counter[str]:
         with self._lock:
@@ -152,16 +76,9 @@ class RecordingProxy:
             return {r["token"] for r in self.requests}
 
     def reset(self) -> None:
+        super().reset()
         with self._lock:
             self.requests.clear()
-
-    def __enter__(self) -> RecordingProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def _json_params(headers, body: bytes) -> dict[str, Any]:
