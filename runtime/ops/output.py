@@ -88,6 +88,7 @@ class Progress:
         self._drawn_at = float("-inf")
         self._width = 0
         self._closed = False
+        self._drawn: tuple[int, int | None] | None = None
 
     def advance(self, count: int = 1) -> None:
         self.set(self.done + count)
@@ -97,19 +98,22 @@ class Progress:
         if total is not None:
             self.total = total
         now = self.clock()
-        if now - self._drawn_at >= REDRAW_EVERY:
+        if now - self._drawn_at >= REDRAW_EVERY or done == self.total:
             self._draw(now)
 
     def close(self) -> None:
-        """The final figures, then a newline so later output starts on its own line; once."""
+        """The final figures (unless already drawn: the rate is the work's, not the time
+        since), then a newline so later output starts on its own line; once."""
         if self.enabled and not self._closed:
-            self._draw(self.clock())
+            if self._drawn != (self.done, self.total):
+                self._draw(self.clock())
             self.stream.write("\n")
             self.stream.flush()
         self._closed = True
 
     def _draw(self, now: float) -> None:
         self._drawn_at = now
+        self._drawn = (self.done, self.total)
         if self.enabled and not self._closed:
             line = progress_line(self.label, self.done, self.total, now - self.started)
             self.stream.write("\r" + line.ljust(self._width))  # blanks a longer last line

@@ -45,11 +45,23 @@ def test_progress_redraws_in_place_and_ends_with_one_newline():
     for _ in range(4):
         clock.now += 0.5
         bar.advance()
+    clock.now += 10  # the command's last calls: not part of the rate
     bar.close()
     bar.close()
     text = stream.getvalue()
-    assert text.count("\r") == 5 and text.endswith("\n") and text.count("\n") == 1
+    assert text.count("\r") == 4 and text.endswith("\n") and text.count("\n") == 1
     assert text.rstrip().endswith("4/4  2.0 msg/s  eta 0s")
+
+
+def test_progress_throttles_redraws_but_always_draws_the_last_state():
+    stream, clock = io.StringIO(), Clock()
+    bar = Progress("redrive x", None, enabled=True, stream=stream, clock=clock)
+    for _ in range(5):
+        clock.now += 0.01
+        bar.advance()
+    assert stream.getvalue().count("\r") == 1
+    bar.close()
+    assert stream.getvalue().rstrip().endswith("redrive x  5  100.0 msg/s")
 
 
 def test_progress_draws_nothing_when_disabled():
