@@ -61,7 +61,7 @@ from botocore.exceptions import ClientError
 from botocore.exceptions import ConnectionError as NoConnection
 
 from runtime.batching import BATCH_SIZE
-from runtime.config import QueueConfig, WorkerConfig
+from runtime.config import DeadLetterConfig, QueueConfig, WorkerConfig
 from runtime.errors import KitError
 from runtime.lane import REASON_ATTRIBUTE, SOURCE_ATTRIBUTE
 from runtime.ops import journal as states
@@ -117,6 +117,21 @@ def known_unsent(error: BaseException) -> bool:
     return isinstance(error, NoConnection)
 
 
+class Pacer:
+    """At most ``rate`` calls of :meth:`wait` return per second, evenly spaced."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.interval, self.clock, self.sleep = 1 / rate, clock, sleep
+        self._next = clock()
+
+    def wait(self) -> None:
+        now = self.clock()
+        if self._next > now:
+            self.sleep(self._next - now)
+        self._next = max(now, self._next) + self.interval
+
+
 @dataclass
 class Outcome:
     moved: int = 0
@@ -135,22 +150,19 @@ class Outcome:
 
 
 class CopyRedrive:
-    """One run over ``owner``'s DLQ; :meth:`run` once."""
+    """One run over ``owner``'s DLQ ``dlq``; :meth:`run` once."""
 
-    def __init__(self, aws: Aws, config: WorkerConfig, owner: QueueConfig, journal: Journal, *,
-                 rate: float, count: int | None, uncertain: str, progress: Progress,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        if owner.dead_letter_queue is None:
-            raise ValueError(f"queue {owner.name!r} has no DLQ")
+    def __init__(self, aws: Aws, config: WorkerConfig, owner: QueueConfig,
+                 dlq: DeadLetterConfig, journal: Journal, *, rate: float, count: int | None,
+                 uncertain: str, progress: Progress) -> None:
         self.aws, self.config, self.owner, self.journal = aws, config, owner, journal
-        self.dlq_url = owner.dead_letter_queue.url
+        self.dlq_url = dlq.url
         self.label = queues.name_of(self.dlq_url)
         self.rate, self.count, self.policy = rate, count, uncertain
-        self.progress, self.clock, self.sleep = progress, clock, sleep
+        self.progress = progress
         self.outcome = Outcome()
         self._kept: dict[str, dict[str, Any]] = {}  # uncertain, hidden until the end
-        self._next_send = clock()
+        self._pacer = Pacer(rate)
 
     def run(self) -> Outcome:
         drained = False
@@ -204,8 +216,8 @@ class CopyRedrive:
                 depth = queues.depth(self.aws, self.dlq_url)
                 if depth.visible == 0 and depth.in_flight <= len(self._kept):
                     return True
-                idle_since = idle_since if idle_since is not None else self.clock()
-                if self.clock() - idle_since > hold + HOLD_MARGIN:
+                idle_since = idle_since if idle_since is not None else time.monotonic()
+                if time.monotonic() - idle_since > hold + HOLD_MARGIN:
                     return False
                 continue
             idle_since = None
@@ -264,7 +276,7 @@ class CopyRedrive:
         attempt = 0
         while True:
             attempt += 1
-            self._pace()
+            self._pacer.wait()
             self.journal.mark(message_id, states.SENDING, time.time(), sync=True)
             try:
                 sqs.send_message(**request)
@@ -279,7 +291,7 @@ class CopyRedrive:
                     return False
                 if not retry or attempt == SEND_ATTEMPTS:
                     raise failure(error, queue=to.name, action="SendMessage") from None
-                self.sleep(min(8.0, 0.5 * 2 ** (attempt - 1)))
+                time.sleep(min(8.0, 0.5 * 2 ** (attempt - 1)))
                 continue
             self.journal.mark(message_id, states.SENT, time.time(), sync=True)
             return True
@@ -304,13 +316,6 @@ class CopyRedrive:
                                               VisibilityTimeout=0)
             except AWS_FAILURES:
                 continue
-
-    def _pace(self) -> None:
-        """At most ``rate`` sends per second."""
-        now = self.clock()
-        if self._next_send > now:
-            self.sleep(self._next_send - now)
-        self._next_send = max(now, self._next_send) + 1 / self.rate
 
     def _advance(self) -> None:
         self.progress.set(self.outcome.moved + self.outcome.finished + len(self.outcome.uncertain)

@@ -17,7 +17,6 @@ mean "not offered", and ``--method auto`` then copies instead.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -73,8 +72,7 @@ def start(aws: Aws, label: str, dlq_arn: str, destination_arn: str,
             "sqs:SendMessage on the queue, or use --method copy")) from None
 
 
-def watch(aws: Aws, label: str, dlq_arn: str, progress: Progress,
-          sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+def watch(aws: Aws, label: str, dlq_arn: str, progress: Progress) -> dict[str, Any]:
     """Poll the DLQ's newest move task until it ends; its last ListMessageMoveTasks entry."""
     sqs = aws.client("sqs")
     while True:
@@ -93,4 +91,4 @@ def watch(aws: Aws, label: str, dlq_arn: str, progress: Progress,
                                      hint="fix what the reason names and run again, or use "
                                           "--method copy")
             return task
-        sleep(POLL_SECONDS)
+        time.sleep(POLL_SECONDS)

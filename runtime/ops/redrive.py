@@ -171,7 +171,7 @@ def _copy(args: argparse.Namespace, aws: Aws, config: WorkerConfig, owner: Queue
     path = args.journal or journal.default_path(dlq.url)
     book = journal.Journal(path)
     resumed = book.resumed
-    outcome = copy.CopyRedrive(aws, config, owner, book, rate=rate, count=args.count,
+    outcome = copy.CopyRedrive(aws, config, owner, dlq, book, rate=rate, count=args.count,
                                uncertain=args.uncertain, progress=progress).run()
     kept = outcome.uncertain
     journal_state = "kept" if path.exists() else "removed"

@@ -7,11 +7,11 @@ import datetime
 import json
 
 import pytest
-from botocore.exceptions import ClientError
 
 from runtime.ops import permissions, status
 from runtime.ops.__main__ import main
 from tests.documents import document
+from tests.unit.fake_aws import Fake, FakeAws, aws_error
 
 COMMANDS = [["status"], ["doctor"], ["dlq"], ["dlq", "peek"], ["dlq", "redrive"]]
 
@@ -66,36 +66,8 @@ def test_argument_errors_exit_2():
     assert exit_.value.code == 2
 
 
-class Fake:
-    """A stand-in client: each method returns (or raises) what the test set."""
-
-    def __init__(self, **answers) -> None:
-        self.answers = answers
-        self.calls: list[tuple[str, dict]] = []
-
-    def __getattr__(self, name):
-        def method(**kwargs):
-            self.calls.append((name, kwargs))
-            answer = self.answers[name]
-            if isinstance(answer, Exception):
-                raise answer
-            return answer(**kwargs) if callable(answer) else answer
-        return method
-
-
-class FakeAws:
-    def __init__(self, **clients) -> None:
-        self.clients = clients
-
-    def once(self, service):
-        return self.clients[service]
-
-    client = once
-
-
-def denied(operation: str) -> ClientError:
-    return ClientError({"Error": {"Code": "AccessDenied", "Message": "no"},
-                        "ResponseMetadata": {"HTTPStatusCode": 403}}, operation)
+def denied(operation: str):
+    return aws_error("AccessDenied", 403, operation, "no")
 
 
 def test_oldest_age_is_cloudwatchs_newest_datapoint():

@@ -8,7 +8,7 @@ from botocore.exceptions import (ConnectionClosedError, EndpointConnectionError,
 from botocore.exceptions import ClientError
 
 from runtime.config import parse_document
-from runtime.ops.copy import copy_request, destination, hold_for, known_unsent
+from runtime.ops.copy import Pacer, copy_request, destination, hold_for, known_unsent
 from runtime.ops.move_task import not_offered
 from tests.documents import document
 
@@ -75,3 +75,21 @@ def test_unknown_actions_and_non_aws_answers_mean_no_move_tasks():
     assert not not_offered(client_error("AccessDenied", 403))
     assert not not_offered(client_error("InternalError", 500))
     assert not not_offered(EndpointConnectionError(endpoint_url="http://x"))
+
+
+def test_the_pacer_spaces_sends_evenly_at_the_rate():
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 3))
+        now[0] += seconds
+
+    pacer = Pacer(4, clock=lambda: now[0], sleep=sleep)
+    for _ in range(5):
+        pacer.wait()
+    assert slept == [0.25, 0.25, 0.25, 0.25]
+    now[0] += 10  # idle time is not saved up for a burst
+    pacer.wait()
+    pacer.wait()
+    assert slept[-1] == 0.25 and len(slept) == 5
