@@ -10,9 +10,11 @@ SQS has accepted its copy. Killed before the delete, it is still in the DLQ.
 **Nothing is sent twice: a journal** (:mod:`runtime.ops.journal`, one per DLQ,
 locked). Before each SendMessage the journal records ``sending`` for the dead
 letter's DLQ MessageId, after it ``sent``, both fsynced, then the delete, then
-``deleted``. A rerun reads it first: received-but-unsent messages are made
-visible again at once (no wait for their visibility timeout), ``sent`` ones are
-deleted without being sent again, wherever they turn up.
+``deleted``. A rerun (on the same machine, or with the same ``--journal``) reads
+it first: received-but-unsent messages are made visible again at once (no wait
+for their visibility timeout), ``sent`` ones are deleted without being sent
+again, wherever they turn up. The journal is removed when a run ends with
+nothing left unsettled.
 
 **The one window no client can close** is a kill while a SendMessage is on the
 wire: ``sending`` is on disk, and whether SQS stored the copy is unknowable
@@ -31,11 +33,11 @@ such a dead letter on the rerun:
   delete`` (its copy did arrive).
 
 The same holds for a send that fails in this run: one SQS refused (a 4xx answer,
-or no connection made) is known unsent and retried or reported; one whose answer
-was lost (a timeout, a reset connection) is uncertain, as above. Sends to a
-standard queue therefore get one attempt each (botocore's retry of a timed-out
-SendMessage is itself a source of duplicates); FIFO sends are retried under
-their deduplication id.
+or no connection made) is known unsent, and is retried (throttling) or reported;
+one whose answer was lost (a timeout, a reset connection) is uncertain, as above.
+Sends to a standard queue therefore go through a client without botocore's
+retries (its retry of a timed-out SendMessage is itself a source of duplicates);
+FIFO sends are retried under their deduplication id.
 
 Assumptions: one redrive per DLQ at a time (the journal's lock enforces it on
 one machine); and each message is deleted within the visibility timeout it was

@@ -57,9 +57,13 @@ class Journal:
     """Open (and lock) the journal at ``path``, reading back what an earlier run wrote."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._file: IO[str] = open(path, "a+", encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: IO[str] = open(path, "a+", encoding="utf-8")
+        except OSError as error:
+            raise UsageError(f"cannot open the redrive journal {path} ({error.strerror}): "
+                             "pass --journal PATH somewhere writable") from None
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

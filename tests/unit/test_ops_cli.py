@@ -156,3 +156,12 @@ def test_aws_failures_become_one_line_naming_the_fix():
     with pytest.raises(TransportError, match="cannot reach AWS"):
         call("reports", "GetQueueAttributes",
              raising(EndpointConnectionError(endpoint_url="http://x")))
+
+
+def test_the_cli_imports_no_aws_cdk():
+    import subprocess
+    import sys
+
+    code = ("import sys, runtime.ops.__main__; "
+            "sys.exit(any(m == 'aws_cdk' or m.startswith('aws_cdk.') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

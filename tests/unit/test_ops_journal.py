@@ -70,3 +70,10 @@ def test_the_default_journal_is_one_per_dlq_under_xdg_state_home(tmp_path, monke
     b = default_path("https://sqs.eu-west-1.amazonaws.com/1/reports-dlq")
     assert a.parent == tmp_path / "celery-sqs-kit" / "redrive"
     assert a.name.startswith("reports-dlq-") and a != b
+
+
+def test_a_journal_that_cannot_be_written_is_a_usage_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UsageError, match="pass --journal PATH somewhere writable"):
+        Journal(blocker / "j.jsonl")
