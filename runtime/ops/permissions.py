@@ -52,7 +52,8 @@ def identify(aws: Aws) -> Caller:
         role = rest.split("/", 1)[0]
         return Caller(arn, _role_arn(aws, role, f"arn:{partition}:iam::{account}:role/{role}"),
                       None)
-    return Caller(arn, None, f"the caller is a {kind}, not an IAM user or role")
+    who = "the account root" if kind == "root" else f"a {kind}"
+    return Caller(arn, None, f"the caller is {who}, not an IAM user or role")
 
 
 def _role_arn(aws: Aws, role: str, without_path: str) -> str:
