@@ -203,8 +203,8 @@ def tree_rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def _rounded(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
+def _rounded(value: float | None, digits: int) -> float | int | None:
+    return None if value is None else round(value, digits or None)
 
 
 def measure(setting: Setting, work: Path, *, tasks: int, counted_tasks: int,

@@ -11,7 +11,8 @@ more than the window (a queue's first receive, as stock's only one, may pass it
 by a batch, so queues sharing a window never starve each other).
 
 A busy queue (its last receive brought messages) keeps up to ``max_in_flight``
-receives on the wire at once, as many as the free slots allow: one receive per
+receives on the wire at once, as many as the free slots allow (acks that free a
+batch's worth start another at once, not only a receive coming back): one receive per
 round trip would cap a worker at 10 messages per round trip, which at real SQS
 latency (5 to 20 ms) is far below what the pool can run. An idle queue keeps one,
 a long poll, so idling costs one request per wait time whatever ``max_in_flight`` is.
@@ -52,6 +53,7 @@ class ReceiveWindow:
         self.batch_wait = batch_wait
         self.max_in_flight = max_in_flight
         self._parked: set[str] = set()
+        self._wanting: set[str] = set()  # busy, with fewer receives in flight than allowed
         self._asked: dict[str, list[int]] = {}  # per queue, the counts of receives in flight
         self._busy: set[str] = set()
         self._timer: Any = None
@@ -61,11 +63,13 @@ class ReceiveWindow:
         self._hub_thread = threading.get_ident()
         asked = self._asked.setdefault(queue, [])
         limit = self.max_in_flight if queue in self._busy else 1
+        self._wanting.discard(queue)
         while len(asked) < limit:
             count = self._room(queue)
             if count is None:
-                if asked:
-                    return  # a receive in flight comes back and schedules again
+                if asked:  # its receives in flight come back and schedule it again,
+                    self._wanting.add(queue)  # and acks may make room for more before
+                    return
                 self._parked.add(queue)
                 self._wait_for_the_batch()
                 return
@@ -80,6 +84,7 @@ class ReceiveWindow:
             self._busy.add(queue)
         else:
             self._busy.discard(queue)
+            self._wanting.discard(queue)
 
     def slots_freed(self) -> None:
         # Unlocked on purpose. The ack freed its slot before this reads _parked;
@@ -87,7 +92,7 @@ class ReceiveWindow:
         # (to start the batch_wait timer). An ack landing between schedule()'s first
         # check and its parking finds nothing parked and wakes nothing, but the second
         # check sees its slot, so the timer resumes the queue within batch_wait.
-        if not self._parked:
+        if not self._parked and not self._wanting:
             return
         if threading.get_ident() == self._hub_thread:
             self._reconsider()
@@ -95,6 +100,9 @@ class ReceiveWindow:
             self._wake(self._reconsider)
 
     def _reconsider(self) -> None:
+        for queue in list(self._wanting):
+            if self._room(queue) is not None:
+                self.schedule(queue)
         if not self._parked:
             return
         if any(self._room(queue) is not None for queue in self._parked):

@@ -183,3 +183,15 @@ def test_receives_in_flight_count_against_the_window(channel):
     assert channel.receives == [10, 10]
     channel._schedule_queue(QUEUE)  # nothing came back yet: no room for a third
     assert channel.receives == [10, 10]
+
+
+def test_acks_start_another_receive_for_a_busy_queue_without_waiting_for_one_to_return(
+        channel):
+    tags = hold(channel, 10, prefetch=20)
+    channel.receive_window.received(QUEUE, 0, 10)  # busy
+    channel._schedule_queue(QUEUE)
+    assert channel.receives == [10]  # 10 delivered + 10 asked for: the window is full
+    for tag in tags:
+        channel.qos.ack(tag)  # the pool finished them while the receive is on the wire
+    channel.hub.run()
+    assert channel.receives == [10, 10]
