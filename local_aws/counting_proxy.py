@@ -57,6 +57,9 @@ class CountingProxy:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as clients expect
+            # Headers and body leave in separate writes: with Nagle's algorithm the body
+            # waits for the client's delayed ACK, adding ~25 ms to every request.
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 self._forward()
