@@ -18,6 +18,10 @@ Why each rule exists:
 - STS token lifetime 900..43200 and <= the role's maximum session duration.
 - names are what kombu looks up: kombu rewrites ``.`` to ``-`` and other
   punctuation to ``_`` before consulting ``predefined_queues``.
+- worker fleets: 0 <= min <= max workers, max >= 1 (a fleet that can never run
+  is a typo); Fargate accepts only its CPU/memory pairs and stops a container
+  within 2..120 s; an EC2 worker's warm shutdown must fit in the termination
+  lifecycle hook (stop timeout + slack <= 7200 s, the hook's longest heartbeat).
 """
 
 from __future__ import annotations
@@ -44,6 +48,26 @@ DLQ_SUFFIX = "-dlq"
 FIFO_SUFFIX = ".fifo"
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+MAX_WORKERS = 1_000
+MAX_CONCURRENCY = 256
+MAX_TARGET_BACKLOG = 100_000
+MIN_ECS_STOP_TIMEOUT, MAX_ECS_STOP_TIMEOUT = 2, 120
+MAX_HOOK_HEARTBEAT = 7_200
+TERMINATION_HOOK_SLACK = 60
+"""Seconds the EC2 termination hook waits beyond the worker's stop timeout: noticing
+the termination (polled every 5 s), ``docker stop`` itself, completing the action."""
+
+FARGATE_MEMORY: Mapping[int, tuple[int, ...]] = {
+    256: (512, 1024, 2048),
+    512: tuple(range(1024, 4097, 1024)),
+    1024: tuple(range(2048, 8193, 1024)),
+    2048: tuple(range(4096, 16385, 1024)),
+    4096: tuple(range(8192, 30721, 1024)),
+    8192: tuple(range(16384, 61441, 4096)),
+    16384: tuple(range(32768, 122881, 8192)),
+}
+"""Fargate's task sizes: CPU units -> the memory (MiB) it may be paired with."""
 
 
 def never_unresolved(_value: Any) -> bool:
@@ -198,3 +222,46 @@ def check_sts_session(prefix: str, *, token_timeout: Any, max_session_duration: 
         raise SpecError(f"{prefix}token_timeout",
                         f"must be <= max_session_duration ({max_session_duration}) or "
                         "AssumeRole is refused", token_timeout)
+
+
+def check_fleet(prefix: str, *, min_capacity: Any, max_capacity: Any, concurrency: Any,
+                target_backlog_per_worker: Any,
+                unresolved: Unresolved = never_unresolved) -> None:
+    """Rules both worker fleets keep: worker counts, pool size, backlog target."""
+    check_range(f"{prefix}min_capacity", min_capacity, 0, MAX_WORKERS, "workers", unresolved)
+    check_range(f"{prefix}max_capacity", max_capacity, 1, MAX_WORKERS, "workers", unresolved)
+    if not (unresolved(min_capacity) or unresolved(max_capacity)) and max_capacity < min_capacity:
+        raise SpecError(f"{prefix}max_capacity",
+                        f"must be >= min_capacity ({min_capacity})", max_capacity)
+    check_range(f"{prefix}concurrency", concurrency, 1, MAX_CONCURRENCY, "processes", unresolved)
+    check_range(f"{prefix}target_backlog_per_worker", target_backlog_per_worker, 1,
+                MAX_TARGET_BACKLOG, "messages", unresolved)
+
+
+def check_fargate_size(prefix: str, *, cpu: Any, memory: Any,
+                       unresolved: Unresolved = never_unresolved) -> None:
+    if unresolved(cpu) or unresolved(memory):
+        return
+    if isinstance(cpu, bool) or cpu not in FARGATE_MEMORY:
+        raise SpecError(f"{prefix}cpu", f"must be one of Fargate's CPU sizes "
+                        f"{sorted(FARGATE_MEMORY)}", cpu)
+    allowed = FARGATE_MEMORY[cpu]
+    if isinstance(memory, bool) or memory not in allowed:
+        sizes = (f"{allowed[0]}..{allowed[-1]} MiB in steps of {allowed[1] - allowed[0]}"
+                 if len(allowed) > 3 else f"one of {list(allowed)} MiB")
+        raise SpecError(f"{prefix}memory", f"must be {sizes} with cpu {cpu} (Fargate rule)",
+                        memory)
+
+
+def check_ecs_stop_timeout(field: str, seconds: Any,
+                           unresolved: Unresolved = never_unresolved) -> None:
+    check_range(field, seconds, MIN_ECS_STOP_TIMEOUT, MAX_ECS_STOP_TIMEOUT,
+                "seconds (Fargate rule)", unresolved)
+
+
+def check_ec2_stop_timeout(field: str, seconds: Any,
+                           unresolved: Unresolved = never_unresolved) -> None:
+    """The warm shutdown plus slack must fit in the termination hook's heartbeat."""
+    check_range(field, seconds, 1, MAX_HOOK_HEARTBEAT - TERMINATION_HOOK_SLACK,
+                f"seconds (the termination hook waits stop_timeout + "
+                f"{TERMINATION_HOOK_SLACK} s, at most {MAX_HOOK_HEARTBEAT} s)", unresolved)

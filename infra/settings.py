@@ -25,6 +25,7 @@ field                          default             meaning
                                                    Empty in production. The local demo sets
                                                    it to its operator user, because the
                                                    emulator cannot assume a role as a service
+``workers``                    no fleet            the worker fleets (``WorkersSpec``, below)
 =============================  ==================  ==========================================
 
 Queue fields (``QueueSpec``):
@@ -53,6 +54,55 @@ field                            default      meaning
                                               queue (needs ``sts.enabled``)
 ===============================  ===========  ===============================================
 
+Worker fleets (``WorkersSpec``): ``ecs`` (a Fargate service) and ``ec2`` (an Auto
+Scaling group running the worker image with docker), each absent (no fleet) or a
+mapping of the fields below; ``{}`` is a fleet with every default. Both run the
+worker image as uid:gid 10001:10001 with the bundled transport, reading the
+configuration from the stack's SSM parameter, in a VPC the stack makes.
+
+=============================  ===================  =========================================
+field                          default              meaning
+=============================  ===================  =========================================
+``queues``                     every queue          the queues this fleet consumes (``-Q``)
+                                                    and scales on
+``min_capacity``               ``0``                fewest workers; 0 lets an idle fleet
+                                                    cost nothing
+``max_capacity``               ``2``                most workers, >= ``min_capacity``, >= 1
+``concurrency``                ``2``                ``celery worker --concurrency``, 1..256
+``target_backlog_per_worker``  concurrency x 10     messages per running worker that scaling
+                                                    holds (see below), 1..100000
+``image_uri``                  ``null``             an image reference to run as it is (no
+                                                    build, no push): the local stage's tag,
+                                                    or your registry's
+``image_directory``            ``.``                with no ``image_uri``: a directory with a
+                                                    Dockerfile (this repository's), built and
+                                                    pushed to the CDK asset repository on
+                                                    deploy (build the wheels it copies
+                                                    first: ``pip wheel -w .build/wheels
+                                                    -r requirements-worker.txt``)
+``stop_timeout``               ECS ``120``; EC2     seconds ``docker stop``/ECS waits for the
+                               the longest          warm shutdown before SIGKILL. ECS 2..120
+                               ``task_time_limit``  (Fargate's cap: longer tasks are killed
+                               of its queues        on scale-in and come back after their
+                                                    visibility timeout); EC2 1..7140, and the
+                                                    termination hook waits 60 s longer
+``cpu``, ``memory``            ``512``, ``1024``    ECS only: a Fargate CPU/memory pair
+``instance_type``              ``t3.small``         EC2 only: the instance type (arm64 types
+                                                    need an arm64 image)
+=============================  ===================  =========================================
+
+The scaling target, derived: one worker holds at most ``concurrency x prefetch
+multiplier`` messages at once (its pool's processes, each with its prefetched
+messages; the fleets run the bundled transport, whose multiplier is
+``runtime.celery_settings.BUNDLED_PREFETCH`` = 10). Each fleet scales so that
+``(visible + in-flight messages over its queues) / running workers`` stays near
+that number, and from zero to one worker as soon as a message waits
+(:mod:`infra.backlog`). Set ``target_backlog_per_worker`` lower for latency,
+higher for fewer workers.
+
+``-c celery_sqs_kit:fleets=false`` leaves both fleets out whatever the spec says:
+the local stage deploys to an emulator without the scaling resource types.
+
 Everything is validated on load (:func:`load_spec`) by :mod:`infra.rules`;
 the first broken rule raises :class:`runtime.errors.SpecError`.
 """
@@ -62,10 +112,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from infra import rules
+from infra.backlog import target_backlog_per_worker
+from runtime.celery_settings import BUNDLED_PREFETCH
 from runtime.errors import SpecError
 
 CONTEXT_KEY = "celery_sqs_kit"
@@ -73,6 +126,10 @@ _STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
 _PARAMETER_NAME = re.compile(r"^[A-Za-z0-9_./-]{1,1011}$")
 EXTRA_PRINCIPALS_CONTEXT_KEY = "celery_sqs_kit:extra_trusted_principals"
 """A ``-c`` override so a local run can add its operator without editing cdk.json."""
+FLEETS_CONTEXT_KEY = "celery_sqs_kit:fleets"
+"""``-c celery_sqs_kit:fleets=false`` leaves the worker fleets out (the local stage)."""
+_IMAGE_URI = re.compile(r"^[a-z0-9][A-Za-z0-9._/:@-]{0,511}$")
+_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 
 
 @dataclass(frozen=True)
@@ -115,6 +172,42 @@ class ResultSpec:
     ttl_seconds: int = 86_400
 
 
+@dataclass(frozen=True, kw_only=True)
+class FleetSpec:
+    """What both worker fleets are given; values as resolved by :func:`load_spec`."""
+
+    queues: tuple[str, ...]
+    target_backlog_per_worker: int
+    min_capacity: int = 0
+    max_capacity: int = 2
+    concurrency: int = 2
+    image_uri: str | None = None
+    image_directory: str = "."
+
+
+@dataclass(frozen=True, kw_only=True)
+class EcsFleetSpec(FleetSpec):
+    """A Fargate service of workers."""
+
+    stop_timeout: int = 120
+    cpu: int = 512
+    memory: int = 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ec2FleetSpec(FleetSpec):
+    """An Auto Scaling group, one worker container per instance."""
+
+    stop_timeout: int
+    instance_type: str = "t3.small"
+
+
+@dataclass(frozen=True)
+class WorkersSpec:
+    ecs: EcsFleetSpec | None = None
+    ec2: Ec2FleetSpec | None = None
+
+
 @dataclass(frozen=True)
 class KitSpec:
     queues: tuple[QueueSpec, ...]
@@ -126,17 +219,20 @@ class KitSpec:
     endpoint_url: str | None = None
     config_parameter_name: str = ""
     extra_trusted_principals: tuple[str, ...] = ()
+    workers: WorkersSpec = WorkersSpec()
 
     def queue(self, name: str) -> QueueSpec:
         return next(q for q in self.queues if q.name == name)
 
 
 def load_spec(context: Mapping[str, Any] | None,
-              extra_trusted_principals: str | list[str] | None = None) -> KitSpec:
+              extra_trusted_principals: str | list[str] | None = None,
+              fleets: str | bool | None = None) -> KitSpec:
     """Build and validate the spec from the ``celery_sqs_kit`` context block.
 
     ``extra_trusted_principals`` is the raw override: comma-separated ARNs from ``-c``,
-    or a list from a cdk.json context entry.
+    or a list from a cdk.json context entry. ``fleets`` is the raw
+    ``celery_sqs_kit:fleets`` value: ``false`` (or ``"false"``) leaves the fleets out.
     """
     if context is not None and not isinstance(context, Mapping):
         raise SpecError(CONTEXT_KEY, "must be a mapping of spec fields", context)
@@ -205,6 +301,9 @@ def load_spec(context: Mapping[str, Any] | None,
         if not isinstance(arn, str) or not arn.startswith("arn:") or ":iam::" not in arn:
             raise SpecError(f"{CONTEXT_KEY}.extra_trusted_principals[{i}]",
                             "must be an IAM principal ARN (arn:aws:iam::ACCOUNT:user/NAME)", arn)
+    workers = _workers(raw.get("workers", {}), queues)
+    if _fleets_off(fleets):
+        workers = WorkersSpec()
     return KitSpec(
         queues=queues,
         stack_name=stack_name,
@@ -215,6 +314,7 @@ def load_spec(context: Mapping[str, Any] | None,
         endpoint_url=_typed(CONTEXT_KEY, raw, "endpoint_url", (str, type(None)), None),
         config_parameter_name=parameter_name,
         extra_trusted_principals=tuple(principals),
+        workers=workers,
     )
 
 
@@ -271,6 +371,91 @@ def _result(raw: Any) -> ResultSpec:
                       ttl_seconds=_typed(where, raw, "ttl_seconds", int, 86_400))
     rules.check_range(f"{where}.ttl_seconds", spec.ttl_seconds, 60, 31_536_000, "seconds")
     return spec
+
+
+def _fleets_off(raw: str | bool | None) -> bool:
+    if raw is None or raw is True or raw == "true":
+        return False
+    if raw is False or raw == "false":
+        return True
+    raise SpecError(FLEETS_CONTEXT_KEY, "must be true or false", raw)
+
+
+def _workers(raw: Any, queues: tuple[QueueSpec, ...]) -> WorkersSpec:
+    where = f"{CONTEXT_KEY}.workers"
+    if not isinstance(raw, Mapping):
+        raise SpecError(where, "must be a mapping with optional ecs and ec2 fleets", raw)
+    _reject_unknown(where, raw, WorkersSpec)
+    ecs = raw.get("ecs")
+    ec2 = raw.get("ec2")
+    return WorkersSpec(
+        ecs=None if ecs is None else _ecs_fleet(f"{where}.ecs", ecs, queues),
+        ec2=None if ec2 is None else _ec2_fleet(f"{where}.ec2", ec2, queues))
+
+
+def _ecs_fleet(where: str, raw: Any, queues: tuple[QueueSpec, ...]) -> EcsFleetSpec:
+    common = _fleet(where, raw, queues, EcsFleetSpec)
+    spec = EcsFleetSpec(**common,
+                        stop_timeout=_typed(where, raw, "stop_timeout", int, 120),
+                        cpu=_typed(where, raw, "cpu", int, 512),
+                        memory=_typed(where, raw, "memory", int, 1024))
+    rules.check_ecs_stop_timeout(f"{where}.stop_timeout", spec.stop_timeout)
+    rules.check_fargate_size(f"{where}.", cpu=spec.cpu, memory=spec.memory)
+    return spec
+
+
+def _ec2_fleet(where: str, raw: Any, queues: tuple[QueueSpec, ...]) -> Ec2FleetSpec:
+    common = _fleet(where, raw, queues, Ec2FleetSpec)
+    # A warm shutdown lets running tasks finish: the longest may run its whole limit.
+    longest_task = max(q.task_time_limit for q in queues if q.name in common["queues"])
+    spec = Ec2FleetSpec(**common,
+                        stop_timeout=_typed(where, raw, "stop_timeout", int, longest_task),
+                        instance_type=_typed(where, raw, "instance_type", str, "t3.small"))
+    rules.check_ec2_stop_timeout(f"{where}.stop_timeout", spec.stop_timeout)
+    if not _INSTANCE_TYPE.match(spec.instance_type):
+        raise SpecError(f"{where}.instance_type", "must be an EC2 instance type such as "
+                        "t3.small", spec.instance_type)
+    return spec
+
+
+def _fleet(where: str, raw: Any, queues: tuple[QueueSpec, ...],
+           spec_type: type[FleetSpec]) -> dict[str, Any]:
+    """The fields every fleet has, typed, defaulted and checked."""
+    if not isinstance(raw, Mapping):
+        raise SpecError(where, "must be a mapping of fleet fields ({} for every default)", raw)
+    _reject_unknown(where, raw, spec_type)
+    names = [q.name for q in queues]
+    fleet_queues = _string_list(where, raw, "queues") if "queues" in raw else names
+    unknown = [n for n in fleet_queues if n not in names]
+    if not fleet_queues or unknown or len(set(fleet_queues)) != len(fleet_queues):
+        raise SpecError(f"{where}.queues", f"must name one or more of the queues {names}, "
+                        "each once", fleet_queues)
+    concurrency = _typed(where, raw, "concurrency", int, 2)
+    explicit_target = _typed(where, raw, "target_backlog_per_worker", (int, type(None)), None)
+    common = {
+        "queues": tuple(fleet_queues),
+        "min_capacity": _typed(where, raw, "min_capacity", int, 0),
+        "max_capacity": _typed(where, raw, "max_capacity", int, 2),
+        "concurrency": concurrency,
+        "target_backlog_per_worker": target_backlog_per_worker(
+            concurrency=concurrency, prefetch_multiplier=BUNDLED_PREFETCH,
+            explicit=explicit_target),
+        "image_uri": _typed(where, raw, "image_uri", (str, type(None)), None),
+        "image_directory": _typed(where, raw, "image_directory", str, "."),
+    }
+    rules.check_fleet(f"{where}.", **{k: common[k] for k in (
+        "min_capacity", "max_capacity", "concurrency", "target_backlog_per_worker")})
+    if common["image_uri"] is not None and "image_directory" in raw:
+        raise SpecError(f"{where}.image_directory", "must not be set with image_uri (the "
+                        "image is either run as it is or built)", common["image_directory"])
+    if common["image_uri"] is not None and not _IMAGE_URI.match(common["image_uri"]):
+        raise SpecError(f"{where}.image_uri", "must be an image reference "
+                        "(REGISTRY/REPOSITORY:TAG or @sha256:DIGEST), no spaces", common["image_uri"])
+    if common["image_uri"] is None and \
+            not (Path(common["image_directory"]) / "Dockerfile").is_file():
+        raise SpecError(f"{where}.image_directory", "must be a directory holding a Dockerfile "
+                        "(or set image_uri)", common["image_directory"])
+    return common
 
 
 def _backoff_policy(where: str, raw: Any) -> Mapping[int, int]:

@@ -1,7 +1,12 @@
 """L3 constructs of celery-sqs-kit."""
 
+from infra.constructs.backlog_scaling import BacklogScaling
 from infra.constructs.celery_queue import CeleryQueue
+from infra.constructs.ec2_worker_fleet import Ec2WorkerFleet
+from infra.constructs.ecs_worker_service import EcsWorkerService
 from infra.constructs.result_table import ResultTable
+from infra.constructs.worker_network import WorkerNetwork
 from infra.constructs.worker_roles import WorkerRoles
 
-__all__ = ["CeleryQueue", "ResultTable", "WorkerRoles"]
+__all__ = ["BacklogScaling", "CeleryQueue", "Ec2WorkerFleet", "EcsWorkerService", "ResultTable",
+           "WorkerNetwork", "WorkerRoles"]

@@ -6,15 +6,17 @@ import json
 import re
 from typing import Any
 
-from aws_cdk import CfnOutput, Duration, Stack
+from aws_cdk import CfnOutput, Duration, Fn, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from infra.constructs import CeleryQueue, ResultTable, WorkerRoles
+from infra.constructs.worker_network import AZ_COUNT
 from infra.settings import KitSpec
 from infra.stacks.worker_config import worker_config_document
+from infra.stacks.worker_fleets import worker_fleets
 from runtime.errors import SpecError
 from runtime.schema import OUTPUT_KEY
 
@@ -49,7 +51,8 @@ class CeleryKitStack(Stack):
     role or ``None``), ``dedicated_roles`` (per-queue STS roles), ``producer_role``
     (or ``None``), ``queues`` (name -> :class:`CeleryQueue`), ``results``
     (:class:`ResultTable` or ``None``), ``config_parameter``, ``worker_config``
-    (the document, with Tokens).
+    (the document, with Tokens), ``fleets`` (:class:`WorkerFleets`: the VPC, the
+    ECS service and the EC2 group the spec's ``workers`` block asks for).
 
     Who may do what: a queue is consumed by the principal that holds its access
     (its dedicated role, else the shared STS role, else the worker roles
@@ -131,6 +134,10 @@ class CeleryKitStack(Stack):
             iam.Grant.add_to_principal(grantee=role, actions=["ssm:GetParameter"],
                                        resource_arns=[self.config_parameter.parameter_arn])
 
+        self.fleets = worker_fleets(self, spec.workers, queues=self.queues, roles=self.roles,
+                                    config_parameter_name=spec.config_parameter_name,
+                                    key=self.key)
+
         CfnOutput(self, OUTPUT_KEY, value=config_json,
                   description="Worker configuration document (runtime.config)")
         CfnOutput(self, "ConfigParameterName", value=self.config_parameter.parameter_name)
@@ -142,6 +149,19 @@ class CeleryKitStack(Stack):
             CfnOutput(self, "ProducerRoleArn", value=self.producer_role.role_arn)
         if self.broker_role is not None:
             CfnOutput(self, "BrokerRoleArn", value=self.broker_role.role_arn)
+        if self.fleets.ecs is not None:
+            CfnOutput(self, "EcsClusterName", value=self.fleets.ecs.cluster.cluster_name)
+            CfnOutput(self, "EcsServiceName", value=self.fleets.ecs.service.service_name)
+        if self.fleets.ec2 is not None:
+            CfnOutput(self, "AutoScalingGroupName",
+                      value=self.fleets.ec2.auto_scaling_group.auto_scaling_group_name)
+
+    @property
+    def availability_zones(self) -> list[str]:
+        """The region's first AZs as CloudFormation sees them (``Fn::GetAZs``), so the
+        worker VPC needs no lookup at synth: no credentials, no cdk.context.json, and
+        the same template for every account."""
+        return [Fn.select(i, Fn.get_azs()) for i in range(AZ_COUNT)]
 
     def _access_holders(self, queue_name: str) -> tuple[iam.IRole, ...]:
         if queue_name in self.dedicated_roles:

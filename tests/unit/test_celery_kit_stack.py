@@ -112,6 +112,17 @@ class Kit:
     def role_ids_with_access_to(self, resource: str) -> set[str]:
         return {role_id for role_id in self.roles() if resource in self.access_of_id(role_id)}
 
+    def ec2_instance_access(self, worker: int) -> dict[str, set[str]]:
+        """What the instance role holds for the EC2 fleet's instances themselves: their
+        own log group and lifecycle actions on their own group (the ECS task role writes
+        no logs: the execution role does)."""
+        fleet = self.stack.fleets.ec2
+        if worker != 1 or fleet is None:
+            return {}
+        return {self.ref(fleet.log_group.log_group_arn): {"logs:CreateLogStream",
+                                                          "logs:PutLogEvents"},
+                self.ref(fleet.lifecycle_resource_arn): {"autoscaling:CompleteLifecycleAction"}}
+
     def role_id(self, role) -> str:
         return self.stack.resolve(role.role_arn)["Fn::GetAtt"][0]
 
@@ -175,6 +186,7 @@ def test_worker_role_access_is_exactly_queues_results_key_and_config(kit, worker
         kit.table: RESULT_READ | RESULT_WRITE,
         kit.key: {"kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"},
         kit.parameter: {"ssm:GetParameter"},
+        **kit.ec2_instance_access(worker),
     }
 
 
@@ -241,6 +253,8 @@ def test_without_producer_role_there_is_no_producer_output():
 @WORKERS
 def test_with_sts_worker_roles_hold_no_queue_actions(sts_kit, worker):
     access = sts_kit.access(sts_kit.worker_roles[worker])
+    for resource in sts_kit.ec2_instance_access(worker):
+        del access[resource]
     actions = set().union(*access.values())
     assert not any(action.startswith("sqs:") for action in actions)
     assert {action.split(":")[0] for action in actions} == {"sts", "dynamodb", "kms", "ssm"}
@@ -303,7 +317,8 @@ def test_sts_roles_trust_only_the_worker_roles_with_spec_session_and_external_id
             "Condition": {"StringEquals": {"sts:ExternalId": "fleet-ext-id"}},
         }]},
     })
-    (role,) = [r for r in kit.roles().values() if r["Properties"]["Description"] == description]
+    (role,) = [r for r in kit.roles().values()
+               if r["Properties"].get("Description") == description]
     (statement,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     trusted = sorted(map(as_key, as_list(statement["Principal"]["AWS"])))
     assert trusted == sorted(kit.ref(r.role_arn) for r in kit.worker_roles)

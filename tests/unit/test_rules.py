@@ -185,3 +185,79 @@ def test_unresolved_sts_values_skip_the_cross_check():
                             unresolved=unresolved)
     rules.check_sts_session("", token_timeout=43_200, max_session_duration=UNKNOWN,
                             unresolved=unresolved)
+
+
+# --- worker fleets --------------------------------------------------------------------
+
+FLEET = "workers.ecs."
+VALID_FLEET = dict(min_capacity=0, max_capacity=2, concurrency=2, target_backlog_per_worker=20)
+
+
+@pytest.mark.parametrize("overrides, field, rule, value", [
+    pytest.param(dict(min_capacity=-1), "min_capacity", "must be 0..1000 workers", -1,
+                 id="min-negative"),
+    pytest.param(dict(max_capacity=0), "max_capacity", "must be 1..1000 workers", 0,
+                 id="max-zero"),
+    pytest.param(dict(max_capacity=1001), "max_capacity", "must be 1..1000 workers", 1001,
+                 id="max-above-limit"),
+    pytest.param(dict(min_capacity=5, max_capacity=4), "max_capacity",
+                 "must be >= min_capacity (5)", 4, id="max-below-min"),
+    pytest.param(dict(concurrency=0), "concurrency", "must be 1..256 processes", 0,
+                 id="concurrency-zero"),
+    pytest.param(dict(target_backlog_per_worker=0), "target_backlog_per_worker",
+                 "must be 1..100000 messages", 0, id="target-zero"),
+    pytest.param(dict(min_capacity=True), "min_capacity", "must be 0..1000 workers", True,
+                 id="min-a-bool"),
+])
+def test_fleet_rule_names_field_rule_and_value(overrides, field, rule, value):
+    with pytest.raises(SpecError) as raised:
+        rules.check_fleet(FLEET, **{**VALID_FLEET, **overrides})
+    assert_names(raised.value, FLEET + field, rule, value)
+
+
+def test_fleet_may_be_fixed_at_one_size_or_scale_to_zero():
+    rules.check_fleet(FLEET, **{**VALID_FLEET, "min_capacity": 3, "max_capacity": 3})
+    rules.check_fleet(FLEET, **{**VALID_FLEET, "min_capacity": 0, "max_capacity": 1})
+
+
+@pytest.mark.parametrize("cpu, memory", [(cpu, memory) for cpu, sizes in
+                                         rules.FARGATE_MEMORY.items() for memory in sizes])
+def test_every_fargate_pair_is_accepted(cpu, memory):
+    rules.check_fargate_size(FLEET, cpu=cpu, memory=memory)
+
+
+@pytest.mark.parametrize("cpu, memory, field, rule, value", [
+    pytest.param(128, 512, "cpu", "must be one of Fargate's CPU sizes", 128, id="cpu-unknown"),
+    pytest.param(256, 3072, "memory", "must be one of [512, 1024, 2048] MiB with cpu 256", 3072,
+                 id="memory-above-smallest-cpu"),
+    pytest.param(1024, 1024, "memory", "must be 2048..8192 MiB in steps of 1024 with cpu 1024",
+                 1024, id="memory-below-cpu-minimum"),
+    pytest.param(16384, 36864, "memory", "must be 32768..122880 MiB in steps of 8192", 36864,
+                 id="memory-off-the-8g-step"),
+])
+def test_fargate_size_rule_names_field_rule_and_value(cpu, memory, field, rule, value):
+    with pytest.raises(SpecError) as raised:
+        rules.check_fargate_size(FLEET, cpu=cpu, memory=memory)
+    assert_names(raised.value, FLEET + field, rule, value)
+
+
+@pytest.mark.parametrize("seconds", [1, 121])
+def test_ecs_stop_timeout_is_fargates_2_to_120_seconds(seconds):
+    with pytest.raises(SpecError) as raised:
+        rules.check_ecs_stop_timeout("stop_timeout", seconds)
+    assert_names(raised.value, "stop_timeout", "must be 2..120 seconds (Fargate rule)", seconds)
+
+
+def test_ec2_stop_timeout_leaves_the_hook_its_slack_within_7200_seconds():
+    rules.check_ec2_stop_timeout("stop_timeout", 7200 - rules.TERMINATION_HOOK_SLACK)
+    with pytest.raises(SpecError) as raised:
+        rules.check_ec2_stop_timeout("stop_timeout", 7141)
+    assert_names(raised.value, "stop_timeout", "must be 1..7140 seconds", 7141)
+
+
+def test_unresolved_fleet_values_skip_their_rules():
+    rules.check_fleet(FLEET, min_capacity=UNKNOWN, max_capacity=1, concurrency=UNKNOWN,
+                      target_backlog_per_worker=UNKNOWN, unresolved=unresolved)
+    rules.check_fleet(FLEET, **{**VALID_FLEET, "max_capacity": UNKNOWN}, unresolved=unresolved)
+    rules.check_fargate_size(FLEET, cpu=UNKNOWN, memory=3, unresolved=unresolved)
+    rules.check_ecs_stop_timeout("stop_timeout", UNKNOWN, unresolved)

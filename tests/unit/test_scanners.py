@@ -1,5 +1,6 @@
 """The synthesized templates pass cfn-lint (0 errors, 0 warnings) and checkov
-(0 failed checks, no skips), for the shipped spec and the STS variant."""
+(0 failed checks, no skips), for the shipped spec (both worker fleets), the STS
+variant, and the fleets built from the Dockerfile as an image asset."""
 
 from __future__ import annotations
 
@@ -13,16 +14,19 @@ from aws_cdk.assertions import Template
 
 from infra.settings import load_spec
 from infra.stacks import CeleryKitStack
-from tests.unit.cdk_context import default_context, sts_context
+from tests.unit.cdk_context import asset_context, default_context, sts_context
 
 ROOT = Path(__file__).resolve().parents[2]
 CFN_LINT = ROOT / ".venv" / "bin" / "cfn-lint"
 CHECKOV = ROOT / ".venv-scan" / "bin" / "checkov"
 
 
-@pytest.fixture(scope="module", params=["default", "sts"])
+CONTEXTS = {"default": default_context, "sts": sts_context, "asset": asset_context}
+
+
+@pytest.fixture(scope="module", params=sorted(CONTEXTS))
 def template_file(request, tmp_path_factory) -> Path:
-    context = default_context() if request.param == "default" else sts_context()
+    context = CONTEXTS[request.param]()
     stack = CeleryKitStack(cdk.App(), "Kit", spec=load_spec(context))
     path = tmp_path_factory.mktemp(request.param) / "Kit.template.json"
     path.write_text(json.dumps(Template.from_stack(stack).to_json()))
@@ -48,4 +52,4 @@ def test_checkov_fails_no_check(template_file):
     failed = [(c["check_id"], c["resource"]) for c in report["results"].get("failed_checks", [])]
     assert failed == []
     assert summary["skipped"] == 0 and summary["parsing_errors"] == 0
-    assert summary["passed"] >= 50  # the SQS, IAM, KMS and DynamoDB checks did run
+    assert summary["passed"] >= 100  # the SQS, IAM, KMS, DynamoDB, VPC, ECS, EC2 checks ran

@@ -8,7 +8,7 @@ import copy
 
 import pytest
 
-from infra.settings import KitSpec, load_spec
+from infra.settings import KitSpec, WorkersSpec, load_spec
 from runtime.errors import SpecError
 from tests.unit.cdk_context import default_context
 
@@ -22,6 +22,17 @@ def one_queue(**fields) -> dict:
 
 def with_fleet(**fields) -> dict:
     return {"queues": [{"name": "celery"}], **fields}
+
+
+def with_ecs(**fields) -> dict:
+    return {"queues": [{"name": "celery"}, {"name": "reports", "visibility_timeout": 3660,
+                                            "task_time_limit": 3600}],
+            "workers": {"ecs": fields}}
+
+
+def with_ec2(**fields) -> dict:
+    return {**with_ecs(), "workers": {"ec2": fields}}
+
 
 
 # (id, context, spec path, rule text, value reported)
@@ -148,6 +159,64 @@ SPEC_RULES = [
      "celery_sqs_kit.extra_trusted_principals[0]", "must be an IAM principal ARN", 123456789012),
     ("principals-not-a-list", with_fleet(extra_trusted_principals=OPS),
      "celery_sqs_kit.extra_trusted_principals", "must be of type list", OPS),
+    ("workers-not-a-mapping", with_fleet(workers=["ecs"]), "celery_sqs_kit.workers",
+     "must be a mapping with optional ecs and ec2 fleets", ["ecs"]),
+    ("unknown-workers-field", with_fleet(workers={"fargate": {}}), "celery_sqs_kit.workers",
+     "has unknown field(s)", ["fargate"]),
+    ("fleet-not-a-mapping", with_fleet(workers={"ecs": True}), "celery_sqs_kit.workers.ecs",
+     "must be a mapping of fleet fields", True),
+    ("unknown-ecs-field", with_ecs(instance_type="t3.small"), "celery_sqs_kit.workers.ecs",
+     "has unknown field(s)", ["instance_type"]),
+    ("unknown-ec2-field", with_ec2(cpu=512), "celery_sqs_kit.workers.ec2",
+     "has unknown field(s)", ["cpu"]),
+    ("fleet-queue-not-in-spec", with_ecs(queues=["celery", "billing"]),
+     "celery_sqs_kit.workers.ecs.queues", "must name one or more of the queues",
+     ["celery", "billing"]),
+    ("fleet-queues-empty", with_ecs(queues=[]), "celery_sqs_kit.workers.ecs.queues",
+     "must name one or more of the queues", []),
+    ("fleet-queue-twice", with_ec2(queues=["celery", "celery"]),
+     "celery_sqs_kit.workers.ec2.queues", "each once", ["celery", "celery"]),
+    ("min-capacity-negative", with_ecs(min_capacity=-1), "celery_sqs_kit.workers.ecs.min_capacity",
+     "must be 0..1000 workers", -1),
+    ("max-capacity-zero", with_ec2(max_capacity=0), "celery_sqs_kit.workers.ec2.max_capacity",
+     "must be 1..1000 workers", 0),
+    ("max-below-min", with_ecs(min_capacity=3, max_capacity=2),
+     "celery_sqs_kit.workers.ecs.max_capacity", "must be >= min_capacity (3)", 2),
+    ("max-capacity-as-string", with_ecs(max_capacity="4"),
+     "celery_sqs_kit.workers.ecs.max_capacity", "must be of type int", "4"),
+    ("concurrency-zero", with_ec2(concurrency=0), "celery_sqs_kit.workers.ec2.concurrency",
+     "must be 1..256 processes", 0),
+    ("target-backlog-zero", with_ecs(target_backlog_per_worker=0),
+     "celery_sqs_kit.workers.ecs.target_backlog_per_worker", "must be 1..100000 messages", 0),
+    ("target-backlog-as-float", with_ecs(target_backlog_per_worker=2.5),
+     "celery_sqs_kit.workers.ecs.target_backlog_per_worker", "must be of type int or null", 2.5),
+    ("fargate-cpu-unknown", with_ecs(cpu=300), "celery_sqs_kit.workers.ecs.cpu",
+     "must be one of Fargate's CPU sizes [256, 512, 1024, 2048, 4096, 8192, 16384]", 300),
+    ("fargate-memory-not-paired", with_ecs(cpu=256, memory=4096),
+     "celery_sqs_kit.workers.ecs.memory", "must be one of [512, 1024, 2048] MiB with cpu 256",
+     4096),
+    ("fargate-memory-off-step", with_ecs(cpu=8192, memory=20000),
+     "celery_sqs_kit.workers.ecs.memory", "must be 16384..61440 MiB in steps of 4096", 20000),
+    ("ecs-stop-timeout-above-120", with_ecs(stop_timeout=121),
+     "celery_sqs_kit.workers.ecs.stop_timeout", "must be 2..120 seconds (Fargate rule)", 121),
+    ("ecs-stop-timeout-below-2", with_ecs(stop_timeout=1),
+     "celery_sqs_kit.workers.ecs.stop_timeout", "must be 2..120 seconds (Fargate rule)", 1),
+    ("ec2-stop-timeout-beyond-hook", with_ec2(stop_timeout=7141),
+     "celery_sqs_kit.workers.ec2.stop_timeout", "(the termination hook waits stop_timeout + "
+     "60 s, at most 7200 s)", 7141),
+    ("ec2-derived-stop-timeout-beyond-hook",
+     {"queues": [{"name": "etl", "visibility_timeout": 9000, "task_time_limit": 8000}],
+      "workers": {"ec2": {}}},
+     "celery_sqs_kit.workers.ec2.stop_timeout", "must be 1..7140 seconds", 8000),
+    ("instance-type-malformed", with_ec2(instance_type="large"),
+     "celery_sqs_kit.workers.ec2.instance_type", "must be an EC2 instance type", "large"),
+    ("image-uri-with-space", with_ecs(image_uri="my image:1"),
+     "celery_sqs_kit.workers.ecs.image_uri", "must be an image reference", "my image:1"),
+    ("image-uri-and-directory", with_ec2(image_uri="worker:1", image_directory="."),
+     "celery_sqs_kit.workers.ec2.image_directory", "must not be set with image_uri", "."),
+    ("image-directory-without-dockerfile", with_ecs(image_directory="infra"),
+     "celery_sqs_kit.workers.ecs.image_directory", "must be a directory holding a Dockerfile",
+     "infra"),
 ]
 
 
@@ -272,3 +341,54 @@ def test_extra_principals_context_entry_of_another_type_is_a_spec_error():
 def test_backoff_policy_naming_an_attempt_twice_is_rejected():
     with pytest.raises(SpecError, match="names an attempt twice, got '01'"):
         load_spec({"queues": [{"name": "celery", "backoff_policy": {"1": 10, "01": 20}}]})
+
+
+def test_no_workers_block_means_no_fleet():
+    assert load_spec(None).workers == WorkersSpec()
+
+
+def test_empty_fleet_blocks_take_every_default():
+    spec = load_spec(with_ecs())
+    ecs = spec.workers.ecs
+    assert spec.workers.ec2 is None
+    assert ecs.queues == ("celery", "reports")
+    assert (ecs.min_capacity, ecs.max_capacity, ecs.concurrency) == (0, 2, 2)
+    assert ecs.target_backlog_per_worker == 20
+    assert (ecs.cpu, ecs.memory, ecs.stop_timeout) == (512, 1024, 120)
+    assert (ecs.image_uri, ecs.image_directory) == (None, ".")
+    ec2 = load_spec(with_ec2()).workers.ec2
+    assert ec2.instance_type == "t3.small"
+    assert ec2.stop_timeout == 3600  # the longest task_time_limit of its queues
+
+
+def test_ec2_stop_timeout_follows_only_its_own_queues():
+    assert load_spec(with_ec2(queues=["celery"])).workers.ec2.stop_timeout == 1500
+
+
+def test_shipped_spec_turns_on_both_fleets_with_the_local_image():
+    workers = load_spec(default_context()).workers
+    assert workers.ecs.queues == ("celery", "orders.fifo")
+    assert workers.ec2.queues == ("reports",)
+    assert workers.ecs.image_uri == workers.ec2.image_uri == "celery-sqs-kit-worker:local"
+    assert workers.ec2.stop_timeout == 3000
+    assert workers.ecs.target_backlog_per_worker == workers.ec2.target_backlog_per_worker == 20
+
+
+@pytest.mark.parametrize("flag", [False, "false"])
+def test_fleets_flag_leaves_the_fleets_out(flag):
+    assert load_spec(default_context(), None, flag).workers == WorkersSpec()
+
+
+@pytest.mark.parametrize("flag", [None, True, "true"])
+def test_fleets_flag_on_or_absent_keeps_the_spec(flag):
+    assert load_spec(default_context(), None, flag).workers.ecs is not None
+
+
+def test_fleets_flag_of_another_value_is_a_spec_error():
+    with pytest.raises(SpecError, match="^celery_sqs_kit:fleets must be true or false, got 'no'$"):
+        load_spec(default_context(), None, "no")
+
+
+def test_fleets_flag_off_still_validates_the_workers_block():
+    with pytest.raises(SpecError, match="workers.ecs.cpu"):
+        load_spec(with_ecs(cpu=300), None, "false")
