@@ -17,7 +17,7 @@ from infra.settings import load_spec
 from infra.stacks import CeleryKitStack
 from runtime.config import parse_document
 from runtime.errors import SpecError
-from tests.unit.cdk_context import ROOT, default_context, sts_context
+from tests.unit.cdk_context import ROOT, default_context, no_fleet_context, sts_context
 
 CDK_JSON = json.loads((ROOT / "cdk.json").read_text())
 CDK_FLAGS = {k: v for k, v in CDK_JSON["context"].items() if k != "celery_sqs_kit"}
@@ -459,6 +459,58 @@ def test_worker_config_too_big_for_any_tier_is_a_spec_error():
         Kit(queues_with_routes(names, 8))
     assert raised.value.field == "celery_sqs_kit.queues"
     assert "8192 characters (SSM rule)" in str(raised.value)
+
+
+# --- the worker fleets in the stack ----------------------------------------------------
+
+
+def test_fleets_share_one_vpc_and_output_what_operators_look_up(kit):
+    kit.template.resource_count_is("AWS::EC2::VPC", 1)
+    kit.template.resource_count_is("AWS::EC2::NatGateway", 1)
+    outputs = kit.json["Outputs"]
+    assert outputs["EcsClusterName"]["Value"] == kit.stack.resolve(
+        kit.stack.fleets.ecs.cluster.cluster_name)
+    assert outputs["EcsServiceName"]["Value"] == kit.stack.resolve(
+        kit.stack.fleets.ecs.service.service_name)
+    assert outputs["AutoScalingGroupName"]["Value"] == kit.stack.resolve(
+        kit.stack.fleets.ec2.auto_scaling_group.auto_scaling_group_name)
+
+
+def test_worker_network_gives_no_public_ips_and_reaches_s3_and_dynamodb_for_free(kit):
+    subnets = kit.template.find_resources("AWS::EC2::Subnet")
+    assert len(subnets) == 4
+    assert all(s["Properties"]["MapPublicIpOnLaunch"] is False for s in subnets.values())
+    kit.template.has_resource_properties("AWS::EC2::Route", {
+        "DestinationCidrBlock": "0.0.0.0/0", "NatGatewayId": Match.any_value()})
+    endpoints = kit.template.find_resources("AWS::EC2::VPCEndpoint")
+    services = sorted(json.dumps(e["Properties"]["ServiceName"]) for e in endpoints.values())
+    assert [("s3" in s, "dynamodb" in s) for s in services] == [(False, True), (True, False)]
+    assert all(e["Properties"]["VpcEndpointType"] == "Gateway" for e in endpoints.values())
+    kit.template.has_resource_properties("AWS::EC2::FlowLog", {
+        "TrafficType": "REJECT", "LogDestinationType": "cloud-watch-logs"})
+    kit.template.has_resource_properties("AWS::Logs::LogGroup", {
+        "LogGroupName": "/celery-sqs-kit/CelerySqsKit/Network",
+        "KmsKeyId": kit.stack.resolve(kit.stack.key.key_arn), "RetentionInDays": 365})
+
+
+def test_without_a_workers_block_the_stack_makes_no_network_and_no_fleet():
+    kit = Kit(no_fleet_context())
+    for kind in ("AWS::EC2::VPC", "AWS::ECS::Service", "AWS::AutoScaling::AutoScalingGroup"):
+        kit.template.resource_count_is(kind, 0)
+    assert not {"EcsClusterName", "EcsServiceName", "AutoScalingGroupName"} & set(kit.json["Outputs"])
+
+
+def test_stack_bound_to_an_account_needs_no_availability_zone_lookup(tmp_path):
+    app = cdk.App(outdir=str(tmp_path), context=CDK_FLAGS)
+    CeleryKitStack(app, "Kit", spec=load_spec(default_context()),
+                   env=cdk.Environment(account=ACCOUNT, region=REGION))
+    app.synth()
+    assert "missing" not in json.loads((tmp_path / "manifest.json").read_text())
+    template = json.loads((tmp_path / "Kit.template.json").read_text())
+    zones = [r["Properties"]["AvailabilityZone"] for r in template["Resources"].values()
+             if r["Type"] == "AWS::EC2::Subnet"]
+    assert sorted(json.dumps(z) for z in zones) == sorted(
+        json.dumps({"Fn::Select": [i, {"Fn::GetAZs": ""}]}) for i in (0, 0, 1, 1))
 
 
 # --- app.py, run the way the CDK CLI runs it ---------------------------------------
