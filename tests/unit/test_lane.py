@@ -30,9 +30,12 @@ class Clock:
 def lane(stub: StubSqs, *, clock: Clock | None = None, delay: float = 3600.0,
          vt: int = 60, dlq: str | None = DLQ, shutdown: StubSqs | None = None) -> QueueLane:
     clients = {"ops": stub, "shutdown": shutdown or stub}
-    return QueueLane(queue="work", url=URL, visibility_timeout=vt,
-                     client=lambda profile: clients[profile], dead_letter_url=dlq,
-                     flush_delay=delay, clock=clock or time.monotonic)
+    q = QueueLane(queue="work", url=URL, visibility_timeout=vt,
+                  client=lambda profile: clients[profile], dead_letter_url=dlq,
+                  flush_delay=delay, clock=clock or time.monotonic)
+    if clock is not None:  # the test ticks by hand, on its fake clock: no thread of its own
+        q._ticker.wake = lambda: None
+    return q
 
 
 def entries(stub: StubSqs, action: str) -> list[dict]:
@@ -191,8 +194,9 @@ def test_an_acked_message_is_extended_until_its_delete_lands():
         clock.now += 5
         q._tick()
     assert entries(stub, "ChangeMessageVisibilityBatch")  # extended while undeleted
-    clock.now += 5
-    q._tick()
+    for _ in range(10):  # the delete's backoff (jittered, at most 15 s here) runs out
+        clock.now += 5
+        q._tick()
     assert not q.holds("m1") and q.deleted == 1
     calls = len(stub.calls)
     clock.now += 120
