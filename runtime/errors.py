@@ -11,6 +11,7 @@ caller can catch exactly what it means::
     │   │                    command) failed for good
     │   ├── QueueAccessDenied    the role may not do this action on this queue
     │   ├── QueueNotFound        the URL names no queue (deleted? other region?)
+    │   ├── MessageTooLarge      a task's message is over SQS's size limit; not sent
     │   └── CredentialsError     credentials expired or the role cannot be assumed
     ├── PublishError         tasks of a batched publish SQS did not accept
     └── UsageError           an operator command (python -m runtime.ops) was asked for
@@ -85,6 +86,11 @@ class QueueAccessDenied(TransportError):
 class QueueNotFound(TransportError):
     hint = ("no queue at that URL: check the region, that the stack is deployed, and that "
             "the worker configuration is the one the stack emitted")
+
+
+class MessageTooLarge(TransportError):
+    hint = ("send a reference to the data (an S3 key, a table row) instead of the data itself; "
+            "nothing was sent")
 
 
 class CredentialsError(TransportError):

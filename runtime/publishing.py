@@ -42,7 +42,7 @@ from runtime.errors import ConfigError, PublishError
 logger = logging.getLogger(__name__)
 
 MAX_BATCH_BYTES = 262_144
-"""SQS's limit on a batch's total payload (bodies and attributes)."""
+"""SQS's limit on one message, and on a batch's total payload (bodies and attributes)."""
 
 _current: contextvars.ContextVar[BatchPublisher | None] = contextvars.ContextVar(
     "celery_sqs_kit_batch_publisher", default=None)
@@ -97,10 +97,7 @@ class BatchPublisher:
         """Hold one SendMessage (its arguments) for the batch of its queue."""
         url = request["QueueUrl"]
         entry = _Entry(task_id, {k: v for k, v in request.items() if k != "QueueUrl"},
-                       payload_size(request))
-        if entry.size > MAX_BATCH_BYTES:
-            raise PublishError({task_id: f"payload of {entry.size} bytes is over SQS's limit "
-                                         f"of {MAX_BATCH_BYTES} bytes for queue {url}"})
+                       payload_size(request))  # at most the limit: the transport checked it
         with self._lock:
             pending = self._pending.get(url)
             if pending is not None and pending.size + entry.size > MAX_BATCH_BYTES:

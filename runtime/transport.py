@@ -146,6 +146,7 @@ from runtime.credentials import RoleCredentials
 from runtime.lane import QueueLane, close_lanes
 from runtime.receive_window import ReceiveWindow
 from runtime.receiver import Receiver
+from runtime.errors import MessageTooLarge
 from runtime.sqs_errors import typed_error
 
 logger = logging.getLogger(__name__)
@@ -222,6 +223,10 @@ class Channel(SQS.Channel):
     @cached_property
     def receive_max_backoff(self) -> float:
         return float(self.transport_options.get("receive_max_backoff", 60))
+
+    @cached_property
+    def max_message_bytes(self) -> int:
+        return int(self.transport_options.get("max_message_bytes", publishing.MAX_BATCH_BYTES))
 
     @cached_property
     def shutdown_timeout(self) -> float:
@@ -471,28 +476,44 @@ class Channel(SQS.Channel):
 
     # publishing ------------------------------------------------------------------------
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
-        batch = publishing.current()
-        if batch is not None:
-            # Build the request exactly as stock's one-by-one publish does, then hand it
-            # to the batch instead of sending it.
-            self._new_queue(queue)  # resolved (or created) with the real client first
-            captured = _CapturedSend()
-            self._capture.client = captured
-            try:
-                super()._put(queue, message, **kwargs)
-            finally:
-                self._capture.client = None
-            task_id = str((message.get("headers") or {}).get("id") or
-                          message.get("properties", {}).get("correlation_id") or "?")
-            batch.add(self.sqs(self.canonical_queue_name(queue)), captured.request, task_id)
-            return None
-        try:
+        headers = message.get("headers") or {}
+        properties = message.get("properties")
+        if queue.endswith(".fifo") and isinstance(properties, dict) and headers.get("id") \
+                and "MessageDeduplicationId" not in properties:
+            # Stock makes up a random id, so a publisher that retries after a lost answer
+            # queues the task twice. The task id and its retry count name this publish:
+            # a retry of the same publish is dropped by SQS, task.retry() is not.
+            properties["MessageDeduplicationId"] = f"{headers['id']}:{headers.get('retries', 0)}"
+        if message.get("redelivered"):  # stock's restore of a message not from SQS
             return super()._put(queue, message, **kwargs)
+        try:
+            request = self._send_request(queue, message, **kwargs)
+            check_size(request, queue, self.max_message_bytes)
+            client = self.sqs(self.canonical_queue_name(queue))
+            batch = publishing.current()
+            if batch is not None:
+                batch.add(client, request, str(headers.get("id") or "?"))
+            else:
+                client.send_message(**request)
         except ClientError as error:
             typed = typed_error(error, queue=queue, action="SendMessage")
             if typed is None:
                 raise
             raise typed from None
+        return None
+
+    def _send_request(self, queue: str, message: dict[str, Any], **kwargs: Any
+                      ) -> dict[str, Any]:
+        """The SendMessage arguments stock's ``_put`` builds for this message (FIFO group
+        and deduplication ids, delay, attributes, body encoding), without sending it."""
+        self._new_queue(queue)  # resolved (or created) with the real client first
+        captured = _CapturedSend()
+        self._capture.client = captured
+        try:
+            super()._put(queue, message, **kwargs)
+        finally:
+            self._capture.client = None
+        return captured.request
 
     # shutdown --------------------------------------------------------------------------
     def close(self) -> None:
@@ -523,6 +544,15 @@ class _CapturedSend:
     def send_message(self, **kwargs: Any) -> dict[str, Any]:
         self.request = kwargs
         return {}
+
+
+def check_size(request: dict[str, Any], queue: str, limit: int) -> None:
+    """Refuse a message over SQS's limit before any request: SQS would refuse it anyway,
+    after the round trip, and some clients truncate silently."""
+    size = publishing.payload_size(request)
+    if size > limit:
+        raise MessageTooLarge(queue, "SendMessage", "MessageTooLarge",
+                              f"{size} bytes, the queue's limit is {limit} bytes")
 
 
 class Transport(SQS.Transport):

@@ -15,7 +15,7 @@ from botocore.exceptions import EndpointConnectionError
 from local_aws.counting_proxy import CountingProxy
 from local_aws.fauxqs import FauxqsServer
 from local_aws.fleet import sqs_client
-from runtime.errors import CredentialsError
+from runtime.errors import CredentialsError, MessageTooLarge
 from tests.integration.hub_channel import HubChannel, counts, make_queue
 
 pytestmark = pytest.mark.integration
@@ -310,3 +310,28 @@ def test_fetch_message_attributes_is_honoured(fauxqs, sqs, monkeypatch):
         assert "ApproximateReceiveCount" in sent[0]["MessageSystemAttributeNames"]
         assert sent[0]["MessageAttributeNames"] == ["trace"]
         assert "SentTimestamp" in h.messages[0].delivery_info["sqs_message"]["Attributes"]
+
+
+def test_an_oversize_task_is_refused_before_any_request(fauxqs, sqs, monkeypatch):
+    """Issue 11, bad input: a typed error naming the size and the limit, nothing sent."""
+    q = make_queue(sqs, visibility=30)
+    with HubChannel(fauxqs.endpoint_url, [q], monkeypatch) as h:
+        sent: list[dict] = []
+        h.hook(q, "SendMessage", lambda params, **_k: sent.append(params))
+        with pytest.raises(MessageTooLarge, match=r"SendMessage on queue .* failed: "
+                           r"MessageTooLarge \(\d+ bytes, the queue's limit is 262144 bytes\)"):
+            h.publish(q, {"blob": "x" * 300_000})
+        assert sent == []
+        assert counts(sqs, q["url"]) == (0, 0)
+
+
+def test_a_fifo_publish_retried_by_its_publisher_is_queued_once(fauxqs, sqs, monkeypatch):
+    """Issue 11, bad input: the deduplication id comes from the task id (and its retry
+    count), so a publisher's retry of the same publish cannot run the task twice, while
+    task.retry() (a new retry count) is queued."""
+    q = make_queue(sqs, visibility=30, fifo=True)
+    with HubChannel(fauxqs.endpoint_url, [q], monkeypatch) as h:
+        for retries in (0, 0, 1):
+            h.publish(q, {"n": 1}, MessageGroupId="g1",
+                      headers={"id": "task-7", "task": "t", "retries": retries})
+        assert counts(sqs, q["url"]) == (2, 0)

@@ -60,14 +60,6 @@ def test_a_batch_never_passes_the_payload_cap():
     assert all(size <= MAX_BATCH_BYTES for size in sizes)
 
 
-def test_a_message_over_the_cap_is_refused_before_any_request():
-    stub = StubSqs()
-    p = publisher()
-    with pytest.raises(PublishError, match=r"t1 \(payload of \d+ bytes is over SQS's limit"):
-        p.add(stub, request(1, body="b" * MAX_BATCH_BYTES), "t1")
-    assert stub.calls == []
-
-
 def test_partial_failures_are_retried_or_named_and_the_close_raises():
     answers = iter([
         {"Failed": [{"Id": "1", "SenderFault": False, "Code": "InternalError"},
