@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import boto3
 from celery import Celery
 
@@ -28,3 +30,10 @@ def report(name: str) -> str:
 @app.task
 def place_order(order_id: str, quantity: int) -> dict[str, object]:
     return {"order": order_id, "quantity": quantity, "status": "placed"}
+
+
+@app.task
+def pause(seconds: float) -> float:
+    """A task that takes a while: what a warm stop and scale-in protection are about."""
+    time.sleep(seconds)
+    return seconds

@@ -102,6 +102,9 @@ higher for fewer workers.
 
 ``-c celery_sqs_kit:fleets=false`` leaves both fleets out whatever the spec says:
 the local stage deploys to an emulator without the scaling resource types.
+``-c celery_sqs_kit:scaling=false`` keeps the fleets but leaves out their scaling
+(target tracking, step policies, alarms) and the EC2 termination hook, the types
+the emulator lacks: a local stage that runs the deployed task definition.
 
 Everything is validated on load (:func:`load_spec`) by :mod:`infra.rules`;
 the first broken rule raises :class:`runtime.errors.SpecError`.
@@ -128,6 +131,8 @@ EXTRA_PRINCIPALS_CONTEXT_KEY = "celery_sqs_kit:extra_trusted_principals"
 """A ``-c`` override so a local run can add its operator without editing cdk.json."""
 FLEETS_CONTEXT_KEY = "celery_sqs_kit:fleets"
 """``-c celery_sqs_kit:fleets=false`` leaves the worker fleets out (the local stage)."""
+SCALING_CONTEXT_KEY = "celery_sqs_kit:scaling"
+"""``-c celery_sqs_kit:scaling=false`` keeps the fleets without their scaling resources."""
 _IMAGE_URI = re.compile(r"^[a-z0-9][A-Za-z0-9._/:@-]{0,511}$")
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 
@@ -206,6 +211,7 @@ class Ec2FleetSpec(FleetSpec):
 class WorkersSpec:
     ecs: EcsFleetSpec | None = None
     ec2: Ec2FleetSpec | None = None
+    scaling: bool = True
 
 
 @dataclass(frozen=True)
@@ -227,12 +233,14 @@ class KitSpec:
 
 def load_spec(context: Mapping[str, Any] | None,
               extra_trusted_principals: str | list[str] | None = None,
-              fleets: str | bool | None = None) -> KitSpec:
+              fleets: str | bool | None = None,
+              scaling: str | bool | None = None) -> KitSpec:
     """Build and validate the spec from the ``celery_sqs_kit`` context block.
 
     ``extra_trusted_principals`` is the raw override: comma-separated ARNs from ``-c``,
     or a list from a cdk.json context entry. ``fleets`` is the raw
-    ``celery_sqs_kit:fleets`` value: ``false`` (or ``"false"``) leaves the fleets out.
+    ``celery_sqs_kit:fleets`` value: ``false`` (or ``"false"``) leaves the fleets out;
+    ``scaling``, the raw ``celery_sqs_kit:scaling`` value, likewise their scaling.
     """
     if context is not None and not isinstance(context, Mapping):
         raise SpecError(CONTEXT_KEY, "must be a mapping of spec fields", context)
@@ -302,8 +310,10 @@ def load_spec(context: Mapping[str, Any] | None,
             raise SpecError(f"{CONTEXT_KEY}.extra_trusted_principals[{i}]",
                             "must be an IAM principal ARN (arn:aws:iam::ACCOUNT:user/NAME)", arn)
     workers = _workers(raw.get("workers", {}), queues)
-    if _fleets_off(fleets):
+    if _off(FLEETS_CONTEXT_KEY, fleets):
         workers = WorkersSpec()
+    elif _off(SCALING_CONTEXT_KEY, scaling):
+        workers = WorkersSpec(ecs=workers.ecs, ec2=workers.ec2, scaling=False)
     return KitSpec(
         queues=queues,
         stack_name=stack_name,
@@ -373,12 +383,12 @@ def _result(raw: Any) -> ResultSpec:
     return spec
 
 
-def _fleets_off(raw: str | bool | None) -> bool:
+def _off(key: str, raw: str | bool | None) -> bool:
     if raw is None or raw is True or raw == "true":
         return False
     if raw is False or raw == "false":
         return True
-    raise SpecError(FLEETS_CONTEXT_KEY, "must be true or false", raw)
+    raise SpecError(key, "must be true or false", raw)
 
 
 def _workers(raw: Any, queues: tuple[QueueSpec, ...]) -> WorkersSpec:

