@@ -9,13 +9,15 @@ generated file and reads the emitted configuration when it starts, from
 
 Importing it also installs :mod:`runtime.liveness`, so every worker configured
 this way keeps the state file ``python -m runtime.health`` checks (the worker
-image's HEALTHCHECK), and :mod:`runtime.scale_in`, which protects an ECS task
-from scale-in while it runs tasks (only where ``ECS_AGENT_URI`` is set).
+image's HEALTHCHECK), :mod:`runtime.metrics`, which writes the worker's per-queue
+figures as CloudWatch EMF lines on its stdout, and :mod:`runtime.scale_in`, which
+protects an ECS task from scale-in while it runs tasks (only where ``ECS_AGENT_URI``
+is set).
 """
 
 import os
 
-from runtime import liveness, scale_in
+from runtime import liveness, metrics, scale_in
 from runtime.celery_settings import celery_settings
 from runtime.config import load_config
 from runtime.errors import ConfigError
@@ -24,6 +26,7 @@ from runtime.render import TRANSPORTS
 try:
     _config = load_config()
     liveness.install()
+    metrics.install()
     scale_in.install()
 except ConfigError as error:
     # One line, not a traceback through Celery's lazy settings loader.
