@@ -26,34 +26,48 @@ def run_demo(stage: DeployedStage, work_dir: Path, step: Step, *,
              transport: str = "bundled") -> list[dict[str, Any]]:
     """Render the config, start a worker, send the sample tasks; return their results."""
     outputs = stage.outputs
-    config_path = work_dir / "celeryconfig.py"
-    if render_main(["--config", str(stage.outputs_file), "--out", str(config_path),
-                    "--transport", transport]) != 0:
-        raise DemoFailed("rendering celeryconfig.py failed")
-    step(f"celeryconfig.py rendered from the WorkerConfig output, transport: {transport} "
-         f"({TRANSPORTS[transport]})")
+    step("celeryconfig.py rendered from the WorkerConfig output, "
+         + render_config(stage, work_dir, transport))
     session = stage.operator.session()
-    aws = {"AWS_ENDPOINT_URL": stage.moto.endpoint_url, "AWS_DEFAULT_REGION": REGION}
+    aws = aws_environment(stage)
     with ContainerCredentialsEndpoint(session, outputs["TaskRoleArn"],
                                       stage.moto.endpoint_url) as task_role:
         env = role_environment(work_dir, {**aws, **task_role.environment()})
         with CeleryWorker("demo.tasks", env, work_dir / "worker.log") as worker:
             step(f"celery worker ready as ECS task role {outputs['TaskRoleArn']}, "
                  f"consuming through {worker_transport(worker.log_text())}")
-            with ContainerCredentialsEndpoint(session, outputs["ProducerRoleArn"],
-                                              stage.moto.endpoint_url,
-                                              session_name="demo-producer") as producer:
-                step("sending tasks as the producer role")
-                sender = subprocess.run(
-                    [sys.executable, "-m", "demo.send"], cwd=PROJECT_ROOT,
-                    env=role_environment(work_dir, {**aws, **producer.environment()}),
-                    capture_output=True, text=True, timeout=180, check=False)
-            if sender.returncode != 0:
-                raise DemoFailed(f"sending tasks failed:\n{sender.stderr[-3000:]}")
-            results = [json.loads(line) for line in sender.stdout.splitlines()]
-            for r in results:
-                step(f"  {r['task']}: {r['state']} -> {r['result']!r}")
+            results = send_tasks(stage, work_dir, step)
         step("celery worker stopped (warm shutdown)")
+    return results
+
+
+def render_config(stage: DeployedStage, work_dir: Path, transport: str) -> str:
+    """``celeryconfig.py`` from the stack's outputs, for the producer (and a worker process)."""
+    if render_main(["--config", str(stage.outputs_file), "--out", str(work_dir / "celeryconfig.py"),
+                    "--transport", transport]) != 0:
+        raise DemoFailed("rendering celeryconfig.py failed")
+    return f"transport: {transport} ({TRANSPORTS[transport]})"
+
+
+def aws_environment(stage: DeployedStage) -> dict[str, str]:
+    return {"AWS_ENDPOINT_URL": stage.moto.endpoint_url, "AWS_DEFAULT_REGION": REGION}
+
+
+def send_tasks(stage: DeployedStage, work_dir: Path, step: Step) -> list[dict[str, Any]]:
+    """``python -m demo.send`` as the producer role; one result per queue, printed."""
+    with ContainerCredentialsEndpoint(stage.operator.session(), stage.outputs["ProducerRoleArn"],
+                                      stage.moto.endpoint_url,
+                                      session_name="demo-producer") as producer:
+        step("sending tasks as the producer role")
+        sender = subprocess.run(
+            [sys.executable, "-m", "demo.send"], cwd=PROJECT_ROOT,
+            env=role_environment(work_dir, {**aws_environment(stage), **producer.environment()}),
+            capture_output=True, text=True, timeout=180, check=False)
+    if sender.returncode != 0:
+        raise DemoFailed(f"sending tasks failed:\n{sender.stderr[-3000:]}")
+    results = [json.loads(line) for line in sender.stdout.splitlines()]
+    for r in results:
+        step(f"  {r['task']}: {r['state']} -> {r['result']!r}")
     return results
 
 
