@@ -22,6 +22,10 @@ Why each rule exists:
   is a typo); Fargate accepts only its CPU/memory pairs and stops a container
   within 2..120 s; an EC2 worker's warm shutdown must fit in the termination
   lifecycle hook (stop timeout + slack <= 7200 s, the hook's longest heartbeat).
+- alarms: a message-age threshold below the retention period (else the message
+  expires before the alarm can fire) and at least a minute (SQS's metric period);
+  the no-consumer window 5..1440 minutes (shorter trips on a fleet scaling from
+  zero; CloudWatch evaluates at most a day).
 """
 
 from __future__ import annotations
@@ -265,3 +269,33 @@ def check_ec2_stop_timeout(field: str, seconds: Any,
     check_range(field, seconds, 1, MAX_HOOK_HEARTBEAT - TERMINATION_HOOK_SLACK,
                 f"seconds (the termination hook waits stop_timeout + "
                 f"{TERMINATION_HOOK_SLACK} s, at most {MAX_HOOK_HEARTBEAT} s)", unresolved)
+
+
+MIN_NO_CONSUMER_MINUTES, MAX_NO_CONSUMER_MINUTES = 5, 1_440
+MAX_RECEIVE_ERRORS = 100_000
+
+
+def message_age_threshold(*, visibility_timeout: int, task_time_limit: int, max_countdown: int,
+                          backoff_policy: Mapping[int, int]) -> int:
+    """The oldest a healthy message gets, in seconds: held for its countdown, its
+    backoff delays, one redelivery after a lost worker (the visibility timeout), then
+    its run (the task time limit). ApproximateAgeOfOldestMessage counts received,
+    undeleted messages too, so all of these age the oldest message."""
+    return max_countdown + sum(backoff_policy.values()) + visibility_timeout + task_time_limit
+
+
+def check_message_age(field: str, seconds: Any, *, retention_period: Any,
+                      unresolved: Unresolved = never_unresolved) -> None:
+    if unresolved(seconds) or unresolved(retention_period):
+        return
+    check_range(field, seconds, 60, max(60, retention_period - 1),
+                f"seconds (below retention_period {retention_period}, or the message expires "
+                "before the alarm fires; set max_message_age)")
+
+
+def check_alarms(prefix: str, *, no_consumer_minutes: Any, receive_errors: Any,
+                 unresolved: Unresolved = never_unresolved) -> None:
+    check_range(f"{prefix}no_consumer_minutes", no_consumer_minutes, MIN_NO_CONSUMER_MINUTES,
+                MAX_NO_CONSUMER_MINUTES, "minutes", unresolved)
+    check_range(f"{prefix}receive_errors", receive_errors, 0, MAX_RECEIVE_ERRORS,
+                "errors per 5 minutes", unresolved)

@@ -52,6 +52,9 @@ field                            default      meaning
                                               chains); false = consume-only
 ``dedicated_role``               ``false``    a per-queue STS role that alone can use the
                                               queue (needs ``sts.enabled``)
+``max_message_age``              derived      seconds: alarm when the oldest message is
+                                              older (see Alarms, below); 60 ..
+                                              ``retention_period`` - 1
 ===============================  ===========  ===============================================
 
 Worker fleets (``WorkersSpec``): ``ecs`` (a Fargate service) and ``ec2`` (an Auto
@@ -100,6 +103,30 @@ that number, and from zero to one worker as soon as a message waits
 (:mod:`infra.backlog`). Set ``target_backlog_per_worker`` lower for latency,
 higher for fewer workers.
 
+Alarms (``AlarmsSpec``, the ``alarms`` block), on an SNS topic encrypted with the
+stack's key (TLS-only), and a dashboard of every queue:
+
+=========================  ===========  ==================================================
+field                      default      meaning
+=========================  ===========  ==================================================
+``enabled``                ``true``     the topic, the alarms and the dashboard
+``email``                  ``null``     an address subscribed to the topic (it must
+                                        confirm); ``null``: subscribe yourself
+``no_consumer_minutes``    ``15``       5..1440: alarm when messages wait and none is
+                                        received for this many consecutive minutes
+``receive_errors``         ``5``        0..100000: alarm when workers report more failed
+                                        ReceiveMessage calls in 5 minutes (EMF metric
+                                        ``CelerySqsKit/ReceiveErrors``, :mod:`runtime.metrics`)
+=========================  ===========  ==================================================
+
+Per queue: its DLQ is not empty (any visible message, at once); its oldest message
+is older than ``max_message_age``; workers report receive errors; no consumer.
+``max_message_age`` defaults to the oldest a healthy message gets,
+``max_countdown + sum(backoff_policy delays) + visibility_timeout +
+task_time_limit`` (:func:`infra.rules.message_age_threshold`): its countdown, its
+backoff delays, one redelivery after a lost worker, then its run. The shipped
+``celery`` queue: 0 + 70 + 1800 + 1500 = 3370 s.
+
 ``-c celery_sqs_kit:fleets=false`` leaves both fleets out whatever the spec says:
 the local stage deploys to an emulator without the scaling resource types.
 ``-c celery_sqs_kit:scaling=false`` keeps the fleets but leaves out their scaling
@@ -134,6 +161,7 @@ FLEETS_CONTEXT_KEY = "celery_sqs_kit:fleets"
 SCALING_CONTEXT_KEY = "celery_sqs_kit:scaling"
 """``-c celery_sqs_kit:scaling=false`` keeps the fleets without their scaling resources."""
 _IMAGE_URI = re.compile(r"^[a-z0-9][A-Za-z0-9._/:@-]{0,511}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 
 
@@ -156,6 +184,8 @@ class QueueSpec:
     routes: tuple[str, ...] = ()
     workers_send: bool = True
     dedicated_role: bool = False
+    max_message_age: int = 0
+    """Resolved by :func:`load_spec`: the spec's value, else the derived threshold."""
 
 
 @dataclass(frozen=True)
@@ -215,6 +245,16 @@ class WorkersSpec:
 
 
 @dataclass(frozen=True)
+class AlarmsSpec:
+    """The alarm topic, the per-queue alarms and the dashboard."""
+
+    enabled: bool = True
+    email: str | None = None
+    no_consumer_minutes: int = 15
+    receive_errors: int = 5
+
+
+@dataclass(frozen=True)
 class KitSpec:
     queues: tuple[QueueSpec, ...]
     stack_name: str = "CelerySqsKit"
@@ -226,6 +266,7 @@ class KitSpec:
     config_parameter_name: str = ""
     extra_trusted_principals: tuple[str, ...] = ()
     workers: WorkersSpec = WorkersSpec()
+    alarms: AlarmsSpec = AlarmsSpec()
 
     def queue(self, name: str) -> QueueSpec:
         return next(q for q in self.queues if q.name == name)
@@ -325,6 +366,7 @@ def load_spec(context: Mapping[str, Any] | None,
         config_parameter_name=parameter_name,
         extra_trusted_principals=tuple(principals),
         workers=workers,
+        alarms=_alarms(raw.get("alarms", {})),
     )
 
 
@@ -341,6 +383,8 @@ def _queue(index: int, raw: Any) -> QueueSpec:
             values[key] = _backoff_policy(where, raw.get(key, {}))
         elif key in ("backoff_tasks", "routes"):
             values[key] = tuple(_string_list(where, raw, key))
+        elif key == "max_message_age":
+            values[key] = _typed(where, raw, key, (int, type(None)), None)
         else:
             values[key] = _typed(where, raw, key, type(default), default)
     if values["content_based_deduplication"] and not values["fifo"]:
@@ -349,7 +393,12 @@ def _queue(index: int, raw: Any) -> QueueSpec:
     rules.check_queue(f"{where}.", name=name, **{
         k: v for k, v in values.items()
         if k not in ("content_based_deduplication", "backoff_tasks", "routes", "workers_send",
-                     "dedicated_role")})
+                     "dedicated_role", "max_message_age")})
+    if values["max_message_age"] is None:
+        values["max_message_age"] = rules.message_age_threshold(**{k: values[k] for k in (
+            "visibility_timeout", "task_time_limit", "max_countdown", "backoff_policy")})
+    rules.check_message_age(f"{where}.max_message_age", values["max_message_age"],
+                            retention_period=values["retention_period"])
     return QueueSpec(name=name, **values)
 
 
@@ -380,6 +429,22 @@ def _result(raw: Any) -> ResultSpec:
     spec = ResultSpec(enabled=_typed(where, raw, "enabled", bool, True),
                       ttl_seconds=_typed(where, raw, "ttl_seconds", int, 86_400))
     rules.check_range(f"{where}.ttl_seconds", spec.ttl_seconds, 60, 31_536_000, "seconds")
+    return spec
+
+
+def _alarms(raw: Any) -> AlarmsSpec:
+    where = f"{CONTEXT_KEY}.alarms"
+    if not isinstance(raw, Mapping):
+        raise SpecError(where, "must be a mapping", raw)
+    _reject_unknown(where, raw, AlarmsSpec)
+    spec = AlarmsSpec(enabled=_typed(where, raw, "enabled", bool, True),
+                      email=_typed(where, raw, "email", (str, type(None)), None),
+                      no_consumer_minutes=_typed(where, raw, "no_consumer_minutes", int, 15),
+                      receive_errors=_typed(where, raw, "receive_errors", int, 5))
+    if spec.email is not None and not _EMAIL.match(spec.email):
+        raise SpecError(f"{where}.email", "must be one email address (name@domain)", spec.email)
+    rules.check_alarms(f"{where}.", no_consumer_minutes=spec.no_consumer_minutes,
+                       receive_errors=spec.receive_errors)
     return spec
 
 

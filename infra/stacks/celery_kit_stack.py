@@ -12,7 +12,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-from infra.constructs import CeleryQueue, ResultTable, WorkerRoles
+from infra.constructs import CeleryQueue, QueueAlarms, ResultTable, WorkerRoles
 from infra.constructs.worker_network import AZ_COUNT
 from infra.settings import KitSpec
 from infra.stacks.worker_config import worker_config_document
@@ -52,7 +52,9 @@ class CeleryKitStack(Stack):
     (or ``None``), ``queues`` (name -> :class:`CeleryQueue`), ``results``
     (:class:`ResultTable` or ``None``), ``config_parameter``, ``worker_config``
     (the document, with Tokens), ``fleets`` (:class:`WorkerFleets`: the VPC, the
-    ECS service and the EC2 group the spec's ``workers`` block asks for).
+    ECS service and the EC2 group the spec's ``workers`` block asks for), ``alarms``
+    (:class:`QueueAlarms`: topic, per-queue alarms, dashboard; ``None`` when the
+    spec's ``alarms.enabled`` is false).
 
     Who may do what: a queue is consumed by the principal that holds its access
     (its dedicated role, else the shared STS role, else the worker roles
@@ -138,6 +140,13 @@ class CeleryKitStack(Stack):
                                     config_parameter_name=spec.config_parameter_name,
                                     key=self.key)
 
+        self.alarms = QueueAlarms(
+            self, "Alarms", queues=list(self.queues.values()),
+            max_message_age={q.name: q.max_message_age for q in spec.queues},
+            encryption_key=self.key, email=spec.alarms.email,
+            no_consumer_minutes=spec.alarms.no_consumer_minutes,
+            receive_errors=spec.alarms.receive_errors) if spec.alarms.enabled else None
+
         CfnOutput(self, OUTPUT_KEY, value=config_json,
                   description="Worker configuration document (runtime.config)")
         CfnOutput(self, "ConfigParameterName", value=self.config_parameter.parameter_name)
@@ -149,6 +158,9 @@ class CeleryKitStack(Stack):
             CfnOutput(self, "ProducerRoleArn", value=self.producer_role.role_arn)
         if self.broker_role is not None:
             CfnOutput(self, "BrokerRoleArn", value=self.broker_role.role_arn)
+        if self.alarms is not None:
+            CfnOutput(self, "AlarmTopicArn", value=self.alarms.topic.topic_arn)
+            CfnOutput(self, "DashboardName", value=self.alarms.dashboard.dashboard_name)
         if self.fleets.ecs is not None:
             CfnOutput(self, "EcsClusterName", value=self.fleets.ecs.cluster.cluster_name)
             CfnOutput(self, "EcsServiceName", value=self.fleets.ecs.service.service_name)
