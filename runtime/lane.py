@@ -61,6 +61,10 @@ BACKOFF_BASE, BACKOFF_MAX = 0.2, 30.0
 LATE_WORK_SECONDS = 5.0
 """Bound on work asked for after ``close`` (a receive that returned late), done at once."""
 
+EXTENSION_LISTENERS: list[Callable[[str | None, int], None]] = []
+"""Called as ``listener(queue, count)`` after extensions land (``runtime.metrics`` counts
+them); the lane itself knows nothing of Celery."""
+
 ClientFor = Callable[[str], BaseClient]
 """``client(profile)``: the queue's SQS client, ``"ops"`` or ``"shutdown"``."""
 
@@ -336,6 +340,8 @@ class QueueLane:
                                             "VisibilityTimeout": planned[h.handle]})
             for h in outcome.done:
                 h.visible_at = now + planned[h.handle]
+            for listener in EXTENSION_LISTENERS if outcome.done else ():
+                listener(self.queue, len(outcome.done))
             for h, code in outcome.failed:
                 h.extending = False  # refused for good: said once, not on every pass
                 logger.warning("SQS refused to extend the visibility of a message on queue %r "

@@ -31,7 +31,7 @@ metric                     unit          what
 ``TasksRetried``           Count         runs that ended in ``self.retry()``
 ``RuntimeP50``/``P95``     Milliseconds  run time percentiles (nearest rank) of the runs
                                          that ended; absent when none did
-``VisibilityExtensions``   Count         messages kept invisible longer (``count()``)
+``VisibilityExtensions``   Count         messages kept invisible longer (told by the lanes)
 ``DeadLetterMoves``        Count         messages the transport moved to the DLQ
 ``ReceiveErrors``          Count         failed ReceiveMessage calls; ``ReceiveErrorTypes``
                                          (a property, not a metric) breaks them down
@@ -80,6 +80,7 @@ from billiard.einfo import ExceptionWithTraceback
 from celery.exceptions import Ignore, Retry
 from celery.signals import task_received, worker_ready, worker_shutdown
 
+from runtime import lane
 from runtime.errors import ConfigError, TransportError
 from runtime.ticker import Ticker
 
@@ -193,10 +194,6 @@ def emf_line(queue: str, window: _Window, *, timestamp: float, interval: float) 
 
 RECORDER = Recorder()
 
-
-def count(queue: str, name: str, n: int = 1, kind: str | None = None) -> None:
-    """Add ``n`` to metric ``name`` of ``queue`` this interval (for the transport's hooks)."""
-    RECORDER.count(queue, name, n, kind)
 
 
 # Task outcomes ----------------------------------------------------------------------------
@@ -375,6 +372,12 @@ def install() -> None:
     for name in ("runtime.lane", "runtime.transport"):
         if _handler not in logging.getLogger(name).handlers:
             logging.getLogger(name).addHandler(_handler)
+    if _count_extensions not in lane.EXTENSION_LISTENERS:
+        lane.EXTENSION_LISTENERS.append(_count_extensions)
+
+
+def _count_extensions(queue: str | None, extended: int) -> None:
+    RECORDER.count(queue or UNKNOWN_QUEUE, VISIBILITY_EXTENSIONS, extended)
 
 
 def _on_task_received(sender: Any = None, request: Any = None, **_: Any) -> None:

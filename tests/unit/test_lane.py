@@ -358,3 +358,14 @@ def test_a_dead_letter_move_failing_transiently_is_retried():
     assert stub.actions().count("SendMessage") == 2
     q.close(timeout=5)
     assert stub.actions()[-1] == "DeleteMessageBatch"
+
+
+def test_landed_extensions_are_told_to_the_listeners(monkeypatch):
+    heard: list[tuple] = []
+    monkeypatch.setattr("runtime.lane.EXTENSION_LISTENERS", [lambda q, n: heard.append((q, n))])
+    stub, clock = StubSqs(), Clock()
+    q = lane(stub, clock=clock)
+    q.hold(["m1", "m2"])
+    clock.now += 31
+    q._tick()
+    assert heard == [("work", 2)]

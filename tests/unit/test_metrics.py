@@ -15,7 +15,7 @@ from billiard.einfo import ExceptionWithTraceback
 from botocore.exceptions import ClientError, EndpointConnectionError
 from celery.exceptions import Ignore, Retry
 
-from runtime import metrics
+from runtime import lane, metrics
 from runtime.errors import ConfigError, QueueAccessDenied
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -193,10 +193,13 @@ def test_emitter_writes_once_per_interval_and_the_rest_at_stop():
     assert json.loads(stream.getvalue().splitlines()[-1])["TasksReceived"] == 4
 
 
-def test_count_is_the_hook_for_figures_without_a_record(monkeypatch):
+def test_extensions_the_lanes_tell_of_are_counted(monkeypatch):
     recorder = metrics.Recorder(Clock())
     monkeypatch.setattr(metrics, "RECORDER", recorder)
-    metrics.count("celery", metrics.VISIBILITY_EXTENSIONS, 10)
+    monkeypatch.setattr("runtime.lane.EXTENSION_LISTENERS", [])
+    metrics.install()
+    for listener in lane.EXTENSION_LISTENERS:
+        listener("celery", 10)
     assert parse(recorder.lines())["celery"]["VisibilityExtensions"] == 10
 
 
