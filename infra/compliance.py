@@ -63,6 +63,10 @@ _LIFECYCLE_REASON = (
     "The instance completes the termination lifecycle action of its own Auto Scaling "
     "group after the worker's warm shutdown. The group is named by the stack; the '*' is "
     "the group's UUID, which CloudFormation does not return, so no narrower ARN exists.")
+_TASK_PROTECTION_REASON = (
+    "A worker task protects itself from scale-in while it runs Celery tasks. Task ARNs "
+    "are made when tasks start, so the grant names the fleet's own cluster and its "
+    "tasks ('task/<cluster>/*'), never another cluster's.")
 _ECR_TOKEN_REASON = (
     "ecr:GetAuthorizationToken has no resource-level permissions (AWS requires '*'); it "
     "only issues a registry login. Pulling is granted on the image asset's repository alone.")
@@ -116,11 +120,15 @@ def _fleet_wildcards(stack: Stack) -> Iterator[Acknowledged]:
             if isinstance(construct.image, ecr_assets.DockerImageAsset):
                 yield Acknowledged("AwsSolutions::AwsSolutions-IAM5[Resource::*]", role,
                                    _ECR_TOKEN_REASON)
-        if isinstance(construct, EcsWorkerService) and \
-                isinstance(construct.image, ecr_assets.DockerImageAsset):
-            yield Acknowledged("AwsSolutions::AwsSolutions-IAM5[Resource::*]",
-                               _relative_path(stack, construct.task_definition.execution_role),
-                               _ECR_TOKEN_REASON)
+        if isinstance(construct, EcsWorkerService):
+            arn = _as_nag_renders(stack.resolve(construct.task_protection_arn))
+            yield Acknowledged(f"AwsSolutions::AwsSolutions-IAM5[Resource::{arn}]",
+                               _relative_path(stack, construct.task_definition.task_role),
+                               _TASK_PROTECTION_REASON)
+            if isinstance(construct.image, ecr_assets.DockerImageAsset):
+                yield Acknowledged("AwsSolutions::AwsSolutions-IAM5[Resource::*]",
+                                   _relative_path(stack, construct.task_definition.execution_role),
+                                   _ECR_TOKEN_REASON)
 
 
 def _scope(stack: Stack, path: str) -> IConstruct | None:

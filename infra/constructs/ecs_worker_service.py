@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import Duration, Stack, Token
+from aws_cdk import ArnFormat, Duration, Stack, Token
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
@@ -119,6 +119,14 @@ class EcsWorkerService(Construct):
             task_role=task_role, runtime_platform=ecs.RuntimePlatform(
                 cpu_architecture=ecs.CpuArchitecture.X86_64,
                 operating_system_family=ecs.OperatingSystemFamily.LINUX))
+        # runtime.scale_in protects a task from scale-in while it runs Celery tasks, through
+        # the ECS agent, which calls UpdateTaskProtection as the task role.
+        self.task_protection_arn = Stack.of(self).format_arn(
+            service="ecs", resource="task", resource_name=f"{cluster.cluster_name}/*",
+            arn_format=ArnFormat.SLASH_RESOURCE_NAME)
+        task_role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
+            resources=[self.task_protection_arn]))
         self.task_definition.add_volume(name=SCRATCH_VOLUME)
         self.container = self.task_definition.add_container(
             "Worker",

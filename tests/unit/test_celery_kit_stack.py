@@ -112,16 +112,21 @@ class Kit:
     def role_ids_with_access_to(self, resource: str) -> set[str]:
         return {role_id for role_id in self.roles() if resource in self.access_of_id(role_id)}
 
-    def ec2_instance_access(self, worker: int) -> dict[str, set[str]]:
-        """What the instance role holds for the EC2 fleet's instances themselves: their
-        own log group and lifecycle actions on their own group (the ECS task role writes
-        no logs: the execution role does)."""
-        fleet = self.stack.fleets.ec2
-        if worker != 1 or fleet is None:
-            return {}
-        return {self.ref(fleet.log_group.log_group_arn): {"logs:CreateLogStream",
-                                                          "logs:PutLogEvents"},
-                self.ref(fleet.lifecycle_resource_arn): {"autoscaling:CompleteLifecycleAction"}}
+    def fleet_access(self, worker: int) -> dict[str, set[str]]:
+        """What a worker role holds for its fleet itself: the EC2 instances their own log
+        group and lifecycle actions on their own group (the ECS task role writes no logs:
+        the execution role does); the ECS tasks scale-in protection of their own
+        cluster's tasks."""
+        ec2_fleet, ecs_fleet = self.stack.fleets.ec2, self.stack.fleets.ecs
+        if worker == 1 and ec2_fleet is not None:
+            return {self.ref(ec2_fleet.log_group.log_group_arn): {"logs:CreateLogStream",
+                                                                  "logs:PutLogEvents"},
+                    self.ref(ec2_fleet.lifecycle_resource_arn): {
+                        "autoscaling:CompleteLifecycleAction"}}
+        if worker == 0 and ecs_fleet is not None:
+            return {self.ref(ecs_fleet.task_protection_arn): {"ecs:UpdateTaskProtection",
+                                                              "ecs:GetTaskProtection"}}
+        return {}
 
     def role_id(self, role) -> str:
         return self.stack.resolve(role.role_arn)["Fn::GetAtt"][0]
@@ -186,7 +191,7 @@ def test_worker_role_access_is_exactly_queues_results_key_and_config(kit, worker
         kit.table: RESULT_READ | RESULT_WRITE,
         kit.key: {"kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"},
         kit.parameter: {"ssm:GetParameter"},
-        **kit.ec2_instance_access(worker),
+        **kit.fleet_access(worker),
     }
 
 
@@ -253,7 +258,7 @@ def test_without_producer_role_there_is_no_producer_output():
 @WORKERS
 def test_with_sts_worker_roles_hold_no_queue_actions(sts_kit, worker):
     access = sts_kit.access(sts_kit.worker_roles[worker])
-    for resource in sts_kit.ec2_instance_access(worker):
+    for resource in sts_kit.fleet_access(worker):
         del access[resource]
     actions = set().union(*access.values())
     assert not any(action.startswith("sqs:") for action in actions)

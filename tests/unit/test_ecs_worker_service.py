@@ -95,6 +95,17 @@ def test_task_runs_as_the_kits_task_role_and_logs_to_an_encrypted_retained_group
         "KmsKeyId": Match.any_value()})
 
 
+def test_task_role_may_protect_only_its_own_clusters_tasks_from_scale_in(built):
+    built.template.has_resource_properties("AWS::IAM::Policy", {
+        "Roles": [built.ref(built.roles.task_role.role_name)],
+        "PolicyDocument": {"Statement": Match.array_with([{
+            "Action": ["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
+            "Effect": "Allow",
+            "Resource": built.ref(built.service.task_protection_arn)}])}})
+    parts = built.ref(built.service.task_protection_arn)["Fn::Join"][1]
+    assert parts[-3:] == [":task/", built.ref(built.service.cluster.cluster_name), "/*"]
+
+
 def test_execution_role_may_only_write_the_log_group_for_an_image_uri(built):
     execution = built.ref(built.service.task_definition.execution_role.role_name)
     (policy,) = [p for p in built.template.find_resources("AWS::IAM::Policy").values()
