@@ -16,7 +16,13 @@ failed:
 - ``worker process not running``: the recorded main process is gone (or a zombie);
 - ``consumer loop stale``: the process lives but its event loop has not run for
   longer than the bound, so it receives and acknowledges nothing (hung, stopped,
-  or stuck reconnecting).
+  or stuck reconnecting);
+- ``pool process not running``: one of the pool's processes recorded at the last
+  refresh is gone (the pool has not replaced it, or the loop that would is stuck);
+- ``receives failing``: every receive since some time longer ago than the bound
+  failed (credentials lost or expired, access denied, SQS unreachable); the line
+  names the last error. A worker whose prefetch window is full makes no receive
+  and is not flagged: only failures count, never their absence.
 
 The file's path is ``$CELERY_SQS_KIT_HEALTH_FILE`` (default
 ``/tmp/celery-sqs-kit-health.json``; one worker per container, or one path per
@@ -47,6 +53,9 @@ class WorkerState:
     pid: int
     refreshed: float
     max_age: float
+    pool_pids: tuple[int, ...] = ()
+    receive_failing_since: float | None = None
+    last_receive_error: str = ""
 
 
 def state_path() -> Path:
@@ -64,8 +73,14 @@ def check(path: Path, now: float | None = None) -> tuple[bool, str]:
     """``(healthy, the one line to print)`` for the state file at ``path``."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+        failing = raw.get("receive_failing_since")
         state = WorkerState(pid=int(raw["pid"]), refreshed=float(raw["refreshed"]),
-                            max_age=float(raw["max_age"]))
+                            max_age=float(raw["max_age"]),
+                            pool_pids=tuple(int(p) for p in raw.get("pool_pids", ())),
+                            receive_failing_since=None if failing is None else float(failing),
+                            last_receive_error=str(raw.get("last_receive_error", "")))
     except FileNotFoundError:
         return False, (f"state file missing: {path} (worker not ready yet, or its app "
                        "does not load runtime.celeryconfig)")
@@ -73,11 +88,21 @@ def check(path: Path, now: float | None = None) -> tuple[bool, str]:
         return False, f"state file unreadable: {path}: {error}"
     if not process_running(state.pid):
         return False, f"worker process not running: pid {state.pid} (from {path})"
-    age = (time.monotonic() if now is None else now) - state.refreshed
+    now = time.monotonic() if now is None else now
+    age = now - state.refreshed
     if age > state.max_age:
         return False, (f"consumer loop stale: last ran {age:.0f} s ago, bound "
                        f"{state.max_age:.0f} s (pid {state.pid})")
-    return True, f"healthy: pid {state.pid}, consumer loop ran {age:.1f} s ago"
+    dead = [pid for pid in state.pool_pids if not process_running(pid)]
+    if dead:
+        return False, f"pool process not running: pid {dead[0]} (worker pid {state.pid})"
+    if state.receive_failing_since is not None:
+        failing = now - state.receive_failing_since
+        if failing > state.max_age:
+            return False, (f"receives failing for {failing:.0f} s, bound {state.max_age:.0f} s: "
+                           f"{state.last_receive_error}")
+    return True, (f"healthy: pid {state.pid}, consumer loop ran {age:.1f} s ago, "
+                  f"{len(state.pool_pids)} pool process(es)")
 
 
 def process_running(pid: int) -> bool:

@@ -10,6 +10,11 @@ a hung or stopped loop leaves the timestamp stale, which a thread of its own
 would not. The timer survives broker reconnects (Celery cancels only the entries
 made while connecting, and this one is made after).
 
+Each refresh also records the pool's process ids (prefork; a threads pool has
+none) and, from the bundled transport's channel, since when its receives have
+been failing and the last error, so a check sees a dead pool process and lost
+credentials too.
+
 The bound on the timestamp's age is ``2 * wait_time_seconds + 10`` seconds (50 s
 at the kit's 20 s long polls: generous, since the loop never waits on a poll),
 or ``$CELERY_SQS_KIT_HEALTH_MAX_AGE`` seconds; the file is refreshed four times
@@ -81,8 +86,18 @@ def _on_worker_ready(sender: Any, **_: Any) -> None:
     pid = os.getpid()
 
     def refresh() -> None:
-        write_state(path, WorkerState(pid=pid, refreshed=time.monotonic(), max_age=bound))
+        channel = getattr(getattr(sender, "task_consumer", None), "channel", None)
+        write_state(path, WorkerState(
+            pid=pid, refreshed=time.monotonic(), max_age=bound, pool_pids=pool_pids(sender),
+            receive_failing_since=getattr(channel, "receive_failing_since", None),
+            last_receive_error=getattr(channel, "last_receive_error", "")))
 
     refresh()
     hub.call_repeatedly(bound / REFRESHES_PER_BOUND, refresh)
     logger.info("celery-sqs-kit: health state at %s (bound %.0f s)", path, bound)
+
+
+def pool_pids(consumer: Any) -> tuple[int, ...]:
+    """The prefork pool's process ids, as billiard holds them (none for other pools)."""
+    processes = getattr(getattr(getattr(consumer, "pool", None), "_pool", None), "_pool", None)
+    return tuple(p.pid for p in processes or () if getattr(p, "pid", None))

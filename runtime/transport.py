@@ -128,6 +128,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 import uuid
 from queue import Empty
 from functools import cached_property
@@ -190,6 +191,10 @@ class Channel(SQS.Channel):
         self._lanes: dict[str, QueueLane] = {}
         self._lanes_lock = threading.Lock()
         self._receive_failures: dict[str, int] = {}
+        self.receive_failing_since: float | None = None
+        """``time.monotonic()`` of the first of the failures since the last receive that
+        completed (``None`` while receives complete); ``runtime.liveness`` reports it."""
+        self.last_receive_error = ""
         self._receiver: Receiver | None = None
         self._slot_freed = threading.Event()
         super().__init__(*args, **kwargs)  # lists queues, for queues not predefined
@@ -351,6 +356,7 @@ class Channel(SQS.Channel):
             self._on_receive_error(qname, result, callback)
             return
         self._receive_failures.pop(qname, None)
+        self.receive_failing_since = None
         deliver = None if self._closing else self.connection._callbacks.get(queue)
         if deliver is None:
             self._give_back(q_url, qname, result)
@@ -388,8 +394,11 @@ class Channel(SQS.Channel):
         typed = typed_error(error, queue=qname, action="ReceiveMessage") \
             if isinstance(error, ClientError) else None
         delay = min(self.receive_max_backoff, 0.5 * 2 ** (failures - 1)) * random.uniform(0.5, 1)
-        logger.error("%s; polling again in %.1f s", typed or f"ReceiveMessage on queue "
-                     f"{qname!r} failed: {error!r}", delay)
+        self.last_receive_error = str(typed or f"ReceiveMessage on queue {qname!r} failed: "
+                                               f"{error!r}")
+        if self.receive_failing_since is None:
+            self.receive_failing_since = time.monotonic()
+        logger.error("%s; polling again in %.1f s", self.last_receive_error, delay)
         if callback is not None and not self._closing:
             self.hub.call_later(delay, callback, 0)
 

@@ -13,6 +13,7 @@ import uuid
 import pytest
 
 from local_aws.celery_worker import CeleryWorker
+from local_aws.counting_proxy import CountingProxy
 from local_aws.fleet import create_queue, sqs_client, worker_document, worker_env
 from tests.integration.fleet import wait_for
 
@@ -64,3 +65,34 @@ def test_health_follows_the_worker_through_a_stopped_loop_and_a_kill(moto, tmp_p
                               "the kill to show")
         assert (code, line) == (1, f"worker process not running: pid {worker.pid} "
                                    f"(from {tmp_path / 'health.json'})")
+
+
+def test_health_names_lost_credentials_and_recovers_with_them(moto, tmp_path):
+    """Receives refused (ExpiredToken) for longer than the bound make the worker
+    unhealthy with the transport's error; once they complete again it is healthy. The
+    prefork pool's processes are recorded."""
+    name = f"h{uuid.uuid4().hex[:10]}"
+    queue = create_queue(sqs_client(moto.endpoint_url), name, visibility=30, wait=1)
+    (tmp_path / "htasks.py").write_text(TASKS)
+    with CountingProxy(moto.endpoint_url) as proxy:
+        env = worker_env(tmp_path, proxy.endpoint_url,
+                         CELERY_SQS_KIT_CONFIG_JSON=json.dumps(
+                             worker_document({name: queue}, default_queue=name)),
+                         CELERY_SQS_KIT_HEALTH_FILE=str(tmp_path / "health.json"),
+                         CELERY_SQS_KIT_HEALTH_MAX_AGE="2")
+
+        def health() -> tuple[int, str]:
+            done = subprocess.run([sys.executable, "-m", "runtime.health"], env=env,
+                                  capture_output=True, text=True, timeout=30, check=False)
+            return done.returncode, (done.stdout + done.stderr).strip()
+
+        with CeleryWorker("htasks", env, tmp_path / "worker.log", pool="prefork",
+                          concurrency=2):
+            code, line = wait_for(lambda: (r := health())[0] == 0 and r, 10, "a healthy worker")
+            assert line.endswith(", 2 pool process(es)"), line
+            proxy.inject("ReceiveMessage", 5, 403, "ExpiredToken")
+            code, line = wait_for(lambda: (r := health())[0] == 1 and r, 20,
+                                  "failing receives to show")
+            assert line.startswith("receives failing for "), line
+            assert "ExpiredToken" in line
+            wait_for(lambda: health()[0] == 0, 40, "the worker to heal by itself")

@@ -24,7 +24,8 @@ def test_fresh_state_of_a_live_process_is_healthy(state_file):
     write_state(state_file, WorkerState(pid=os.getpid(), refreshed=100.0, max_age=50))
     healthy, line = check(state_file, now=130.0)
     assert healthy
-    assert line == f"healthy: pid {os.getpid()}, consumer loop ran 30.0 s ago"
+    assert line == (f"healthy: pid {os.getpid()}, consumer loop ran 30.0 s ago, "
+                    "0 pool process(es)")
 
 
 def test_missing_state_file_is_unhealthy_and_says_so(state_file):
@@ -69,6 +70,26 @@ def test_timestamp_older_than_the_bound_is_a_stale_consumer_loop(state_file):
         False, f"consumer loop stale: last ran 51 s ago, bound 50 s (pid {os.getpid()})")
 
 
+def test_a_dead_pool_process_is_unhealthy(state_file):
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    write_state(state_file, WorkerState(pid=os.getpid(), refreshed=100.0, max_age=50,
+                                        pool_pids=(os.getpid(), child.pid)))
+    healthy, line = check(state_file, now=101.0)
+    assert not healthy
+    assert line == f"pool process not running: pid {child.pid} (worker pid {os.getpid()})"
+
+
+def test_receives_failing_for_longer_than_the_bound_are_unhealthy_and_named(state_file):
+    error = "ReceiveMessage on queue 'celery' failed: ExpiredToken; credentials expired"
+    write_state(state_file, WorkerState(pid=os.getpid(), refreshed=100.0, max_age=50,
+                                        receive_failing_since=40.0, last_receive_error=error))
+    assert check(state_file, now=89.0)[0]  # 49 s of failures: within the bound
+    healthy, line = check(state_file, now=100.0)
+    assert not healthy
+    assert line == f"receives failing for 60 s, bound 50 s: {error}"
+
+
 def test_command_prints_one_line_and_exits_1_when_unhealthy(state_file):
     done = subprocess.run([sys.executable, "-m", "runtime.health"], capture_output=True,
                           text=True, env={**os.environ, HEALTH_FILE_ENV: str(state_file)},
@@ -83,7 +104,9 @@ def test_write_state_leaves_only_the_state_file(state_file):
     write_state(state_file, WorkerState(pid=7, refreshed=1.5, max_age=3))
     write_state(state_file, WorkerState(pid=7, refreshed=2.5, max_age=3))
     assert [p.name for p in state_file.parent.iterdir()] == [state_file.name]
-    assert json.loads(state_file.read_text()) == {"pid": 7, "refreshed": 2.5, "max_age": 3}
+    assert json.loads(state_file.read_text()) == {
+        "pid": 7, "refreshed": 2.5, "max_age": 3, "pool_pids": [],
+        "receive_failing_since": None, "last_receive_error": ""}
 
 
 def test_bound_is_derived_from_the_long_poll_wait(monkeypatch):
