@@ -95,6 +95,21 @@ class WorkerConfig:
     result_backend: ResultBackendConfig | None
 
 
+def seconds_from_env(name: str) -> float | None:
+    """``$name`` as a number of seconds > 0, or ``None`` when unset; anything else stops
+    the worker with a :class:`ConfigError` naming the variable and the value."""
+    text = os.environ.get(name)
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise ConfigError(f"${name}", "", f"must be a number of seconds > 0, got {text!r}")
+    return seconds
+
+
 def load_config(source: str | None = None) -> WorkerConfig:
     """Find, read and validate the worker configuration (see the module docstring)."""
     if source is None:

@@ -32,7 +32,7 @@ from typing import Any
 
 from celery.signals import worker_ready
 
-from runtime.errors import ConfigError
+from runtime.config import seconds_from_env
 from runtime.health import WorkerState, state_path, write_state
 
 MAX_AGE_ENV = "CELERY_SQS_KIT_HEALTH_MAX_AGE"
@@ -49,16 +49,7 @@ def max_age(wait_time_seconds: int) -> float:
 
 def configured_max_age() -> float | None:
     """``$CELERY_SQS_KIT_HEALTH_MAX_AGE`` as seconds, or ``None`` when unset."""
-    text = os.environ.get(MAX_AGE_ENV)
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = 0.0
-    if not seconds > 0:
-        raise ConfigError(f"${MAX_AGE_ENV}", "", f"must be a number of seconds > 0, got {text!r}")
-    return seconds
+    return seconds_from_env(MAX_AGE_ENV)
 
 
 def install() -> None:

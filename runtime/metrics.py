@@ -81,7 +81,8 @@ from celery.exceptions import Ignore, Retry
 from celery.signals import task_received, worker_ready, worker_shutdown
 
 from runtime import lane
-from runtime.errors import ConfigError, TransportError
+from runtime.config import seconds_from_env
+from runtime.errors import TransportError
 from runtime.ticker import Ticker
 
 NAMESPACE = "CelerySqsKit"
@@ -111,16 +112,8 @@ logger = logging.getLogger(__name__)
 
 def configured_interval() -> float:
     """``$CELERY_SQS_KIT_METRICS_INTERVAL`` seconds, default 60."""
-    text = os.environ.get(INTERVAL_ENV)
-    if not text:
-        return DEFAULT_INTERVAL
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = 0.0
-    if not seconds > 0:
-        raise ConfigError(f"${INTERVAL_ENV}", "", f"must be a number of seconds > 0, got {text!r}")
-    return seconds
+    seconds = seconds_from_env(INTERVAL_ENV)
+    return DEFAULT_INTERVAL if seconds is None else seconds
 
 
 def percentile(values: list[float], p: float) -> float:
