@@ -17,7 +17,7 @@ is set).
 
 import os
 
-from runtime import liveness, metrics, scale_in
+from runtime import liveness, metrics, revocation, scale_in
 from runtime.celery_settings import celery_settings
 from runtime.config import load_config
 from runtime.errors import ConfigError
@@ -28,6 +28,7 @@ try:
     liveness.install()
     metrics.install()
     scale_in.install()
+    revocation.install()
 except ConfigError as error:
     # One line, not a traceback through Celery's lazy settings loader.
     raise SystemExit(f"celery-sqs-kit: {error}") from None

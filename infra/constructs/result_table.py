@@ -8,6 +8,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from runtime.schema import REVOCATIONS_ITEM
+
 KEY_ATTRIBUTE = "id"
 TTL_ATTRIBUTE = "ttl"
 """Celery's DynamoDB backend stores ``id`` (string key) and expires items by ``ttl``."""
@@ -62,3 +64,13 @@ class ResultTable(Construct):
         self.encryption_key.grant(grantee, *KEY_WRITE_ACTIONS)
         return iam.Grant.add_to_principal(grantee=grantee, actions=list(WRITE_ACTIONS),
                                           resource_arns=[self.table.table_arn])
+
+    def grant_revoke(self, grantee: iam.IGrantable) -> iam.Grant:
+        """What ``runtime.revocation.revoke`` needs: update the one revocations item
+        (``dynamodb:LeadingKeys``), never a task's result."""
+        self.encryption_key.grant(grantee, *KEY_WRITE_ACTIONS)
+        return iam.Grant.add_to_principal(
+            grantee=grantee, actions=["dynamodb:UpdateItem"],
+            resource_arns=[self.table.table_arn],
+            conditions={"ForAllValues:StringEquals": {
+                "dynamodb:LeadingKeys": [REVOCATIONS_ITEM]}})

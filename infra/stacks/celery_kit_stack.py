@@ -119,6 +119,7 @@ class CeleryKitStack(Stack):
                 self.results.grant_write_results(role)
             if self.producer_role is not None:
                 self.results.grant_read_results(self.producer_role)
+                self.results.grant_revoke(self.producer_role)
 
         self.worker_config = worker_config_document(
             spec, queues=self.queues, dedicated_roles=self.dedicated_roles,

@@ -109,7 +109,8 @@ def oldest_age(aws: Aws, queue_name: str) -> tuple[float | None, str]:
         points = aws.once("cloudwatch").get_metric_statistics(
             Namespace="AWS/SQS", MetricName=AGE_METRIC,
             Dimensions=[{"Name": "QueueName", "Value": queue_name}],
-            StartTime=now - LOOKBACK, EndTime=now, Period=60,
+            # A minute past now: a datapoint stamped by a clock a little ahead still counts.
+            StartTime=now - LOOKBACK, EndTime=now + datetime.timedelta(minutes=1), Period=60,
             Statistics=["Maximum"])["Datapoints"]
     except AWS_FAILURES as error:
         return None, f"n/a: CloudWatch GetMetricStatistics failed ({error_code(error)})"

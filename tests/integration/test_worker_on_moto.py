@@ -94,4 +94,4 @@ def test_import_time_config_loads_from_the_environment(deployed):
         cwd=PROJECT_ROOT, env={**env, "CELERY_SQS_KIT_CONFIG_JSON": json.dumps(document)},
         capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "sqs ['jobs.fifo', 'work']"
+    assert result.stdout.strip() == "runtime.transport:Transport ['jobs.fifo', 'work']"

@@ -17,6 +17,7 @@ from infra.settings import load_spec
 from infra.stacks import CeleryKitStack
 from runtime.config import parse_document
 from runtime.errors import SpecError
+from runtime.schema import REVOCATIONS_ITEM
 from tests.unit.cdk_context import ROOT, default_context, no_fleet_context, sts_context
 
 CDK_JSON = json.loads((ROOT / "cdk.json").read_text())
@@ -222,16 +223,24 @@ def test_no_role_has_managed_policies(any_kit):
 # --- the producer role ---------------------------------------------------------
 
 
-def test_producer_may_only_send_tasks_read_results_and_read_config(any_kit):
+def test_producer_may_only_send_tasks_read_results_revoke_and_read_config(any_kit):
     kit = any_kit
     assert kit.access(kit.stack.producer_role) == {
         kit.queue("celery"): SEND,
         kit.queue("reports"): SEND,
         kit.queue("orders.fifo"): SEND,
-        kit.key: {"kms:GenerateDataKey", "kms:Decrypt", "kms:DescribeKey"},
-        kit.table: RESULT_READ,
+        kit.key: {"kms:GenerateDataKey", "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt"},
+        kit.table: RESULT_READ | {"dynamodb:UpdateItem"},
         kit.parameter: {"ssm:GetParameter"},
     }
+
+
+def test_producer_may_update_only_the_revocations_item_of_the_result_table(kit):
+    (statement,) = [s for s in kit.statements(kit.role_id(kit.stack.producer_role))
+                    if "dynamodb:UpdateItem" in as_list(s["Action"])]
+    assert as_list(statement["Action"]) == ["dynamodb:UpdateItem"]
+    assert statement["Condition"] == {"ForAllValues:StringEquals": {
+        "dynamodb:LeadingKeys": [REVOCATIONS_ITEM]}}
 
 
 def test_producer_cannot_touch_dead_letter_queues(kit):
