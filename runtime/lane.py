@@ -39,12 +39,13 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.client import BaseClient
 
-from runtime.batching import BATCH_SIZE, send_batch
+from runtime.batching import BATCH_SIZE, BatchOutcome, send_batch
 from runtime.sqs_errors import error_code, is_transient
 from runtime.ticker import Ticker
 from runtime.visibility import Held, extension, extension_due_at
@@ -58,6 +59,8 @@ MAX_MESSAGE_ATTRIBUTES = 10
 
 IDLE = 3600.0
 BACKOFF_BASE, BACKOFF_MAX = 0.2, 30.0
+DELETES_IN_FLIGHT = 4
+"""DeleteMessageBatch calls a lane keeps on the wire at once when acks pile up."""
 LATE_WORK_SECONDS = 5.0
 """Bound on work asked for after ``close`` (a receive that returned late), done at once."""
 
@@ -109,17 +112,18 @@ class QueueLane:
         self._clock = clock
         self._lock = threading.Lock()
         self._held: dict[str, Held] = {}
-        self._deletes: list[str] = []
-        self._deletes_since: float | None = None
+        self._deletes: list[tuple[str, float]] = []  # (receipt handle, when it was acked)
         self._changes: list[tuple[str, int]] = []  # (receipt handle, visibility timeout)
         self._moves: list[_Move] = []
         cap = min(BACKOFF_MAX, max(visibility_timeout / 4, BACKOFF_BASE))
         self._backoff = {kind: _Backoff(cap) for kind in ("change", "move", "delete", "extend")}
+        self._pool: ThreadPoolExecutor | None = None
         self._stopping = False  # close has begun: work waits for close() to send it in order
         self._closed = False
         self.deleted = 0
         name = queue or url.rsplit("/", 1)[-1]
-        self._ticker = Ticker(f"kit-sqs-lane-{name}", self._tick, interval=IDLE)
+        self._name = f"kit-sqs-lane-{name}"
+        self._ticker = Ticker(self._name, self._tick, interval=IDLE)
 
     # asked for from any thread ---------------------------------------------------------
     def hold(self, handles: Iterable[str]) -> None:
@@ -144,9 +148,7 @@ class QueueLane:
             held = self._held.get(handle)
             if held is not None:
                 held.done = True
-            self._deletes.append(handle)
-            if self._deletes_since is None:
-                self._deletes_since = self._clock()
+            self._deletes.append((handle, self._clock()))
             return len(self._deletes)
 
     def release(self, handles: Iterable[str]) -> None:
@@ -223,7 +225,7 @@ class QueueLane:
                 times.append(self._backoff["move"].retry_at)
             if self._deletes:
                 due = now if len(self._deletes) >= BATCH_SIZE else \
-                    (self._deletes_since or now) + self.flush_delay
+                    self._deletes[0][1] + self.flush_delay
                 times.append(max(due, self._backoff["delete"].retry_at))
             extending = [extension_due_at(h, self.visibility_timeout)
                          for h in self._held.values() if h.extending]
@@ -295,31 +297,50 @@ class QueueLane:
     def _send_deletes(self, client: BaseClient, now: float, *, everything: bool) -> bool:
         while True:
             with self._lock:
-                waiting = len(self._deletes)
-                if not waiting:
-                    self._deletes_since = None
-                    return False
-                due = now - (self._deletes_since or now) >= self.flush_delay
-                if not (everything or due or waiting >= BATCH_SIZE):
-                    return False  # before the delay only full batches go
-                batch, self._deletes = self._deletes[:BATCH_SIZE], self._deletes[BATCH_SIZE:]
-            outcome = send_batch(client.delete_message_batch, self.url, batch,
-                                 lambda handle: {"ReceiptHandle": handle})
-            with self._lock:
-                for handle in outcome.done:
-                    self._held.pop(handle, None)
-                for handle, _code in outcome.failed:
-                    self._held.pop(handle, None)
-                self.deleted += len(outcome.done)
-                self._deletes[:0] = outcome.retry
-            for code in sorted({code for _h, code in outcome.failed}):
-                lost = sum(1 for _h, c in outcome.failed if c == code)
-                logger.warning("could not delete %d acknowledged message(s) from queue %r (%s): "
-                               "SQS will deliver them again after their visibility timeout",
-                               lost, self.queue, code)
-            if outcome.retry:
-                self._log_retry("delete", len(outcome.retry), outcome.error)
+                batches = []
+                # A batch goes when full, or flush_delay after its oldest ack, or at close.
+                while self._deletes and len(batches) < DELETES_IN_FLIGHT and (
+                        everything or len(self._deletes) >= BATCH_SIZE
+                        or now - self._deletes[0][1] >= self.flush_delay):
+                    batches.append([handle for handle, _at in self._deletes[:BATCH_SIZE]])
+                    del self._deletes[:BATCH_SIZE]
+            if not batches:
+                return False
+            outcomes = self._in_parallel([
+                lambda batch=batch: send_batch(client.delete_message_batch, self.url, batch,
+                                               lambda handle: {"ReceiptHandle": handle})
+                for batch in batches])
+            retry = False
+            for outcome in outcomes:
+                with self._lock:
+                    for handle in outcome.done:
+                        self._held.pop(handle, None)
+                    for handle, _code in outcome.failed:
+                        self._held.pop(handle, None)
+                    self.deleted += len(outcome.done)
+                    self._deletes[:0] = [(handle, now) for handle in outcome.retry]
+                for code in sorted({code for _h, code in outcome.failed}):
+                    lost = sum(1 for _h, c in outcome.failed if c == code)
+                    logger.warning("could not delete %d acknowledged message(s) from queue %r "
+                                   "(%s): SQS will deliver them again after their visibility "
+                                   "timeout", lost, self.queue, code)
+                if outcome.retry:
+                    self._log_retry("delete", len(outcome.retry), outcome.error)
+                    retry = True
+            if retry:
                 return True
+
+    def _in_parallel(self, calls: list[Callable[[], BatchOutcome[str]]]
+                     ) -> list[BatchOutcome[str]]:
+        """Run the calls at once (the first on this thread): one batch per round trip
+        would cap a busy queue's deletes at 10 per round trip."""
+        if len(calls) == 1:
+            return [calls[0]()]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=DELETES_IN_FLIGHT - 1,
+                                            thread_name_prefix=f"{self._name}-delete")
+        futures = [self._pool.submit(call) for call in calls[1:]]
+        return [calls[0](), *(future.result() for future in futures)]
 
     def _extend(self, client: BaseClient, now: float) -> bool:
         vt = self.visibility_timeout
@@ -371,6 +392,9 @@ class QueueLane:
         self._ticker.stop(timeout=min(2.0, timeout / 2))  # let a call on the wire finish
         finished = self._drain(deadline)
         self._closed = True  # from here on, _wake drains whatever is asked for
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
         with self._lock:
             asked_meanwhile = bool(self._deletes or self._moves or self._changes)
         if finished and asked_meanwhile:

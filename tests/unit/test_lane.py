@@ -369,3 +369,29 @@ def test_landed_extensions_are_told_to_the_listeners(monkeypatch):
     clock.now += 31
     q._tick()
     assert heard == [("work", 2)]
+
+
+def test_acks_that_pile_up_go_out_as_several_batches_at_once():
+    """One DeleteMessageBatch per round trip would cap a busy queue's deletes at 10 per
+    round trip: up to four are on the wire together."""
+    on_the_wire, most = [0], [0]
+    lock = threading.Lock()
+
+    def respond(_action, _kwargs):
+        with lock:
+            on_the_wire[0] += 1
+            most[0] = max(most[0], on_the_wire[0])
+        time.sleep(0.2)
+        with lock:
+            on_the_wire[0] -= 1
+        return {}
+    stub = StubSqs(respond)
+    q = lane(stub, clock=Clock(), delay=3600.0)
+    for i in range(45):
+        q.ack(f"r{i}")
+    q._tick()  # four full batches at once; the last five wait for their delay
+    assert most[0] == 4
+    assert sorted(len(kw["Entries"]) for _a, kw in stub.calls) == [10, 10, 10, 10]
+    assert q.deleted == 40
+    q.close(timeout=5)
+    assert q.deleted == 45
