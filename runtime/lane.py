@@ -12,8 +12,8 @@ A message is kept invisible until its delete has landed, not only until its ack,
 so a backed-up delete cannot let it reappear. Work is asked for from any thread
 (the hub, pool threads, receive threads) and done on the lane's thread, on each
 pass in this order: visibility changes, dead-letter moves, deletes (batches of
-10, sent when 10 wait or ``flush_delay`` after the first), extensions
-(``runtime.visibility``).
+10, sent when 10 wait or ``flush_delay`` after a batch's oldest ack; up to four on
+the wire at once when acks pile up), extensions (``runtime.visibility``).
 
 Why a lane per queue: a slow or failing queue (throttled, its role's STS
 unreachable) delays only its own work; and a release is never undone by an
