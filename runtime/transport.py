@@ -139,6 +139,7 @@ from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from kombu.transport import SQS, virtual
+from kombu.transport.SQS.exceptions import UndefinedQueueException
 from kombu.utils.encoding import bytes_to_str
 from vine import promise
 
@@ -156,6 +157,11 @@ KIT_SYSTEM_ATTRIBUTES = ("ApproximateReceiveCount", "MessageGroupId", "MessageDe
 """Received with every message: the backoff policy reads the first, DLQ moves keep the others."""
 BANNER = "celery-sqs-kit bundled transport"
 """Starts the line the transport logs when a connection opens its first channel."""
+REMOTE_CONTROL = (
+    "remote control (celery inspect, ping, status, control, events, Flower) needs "
+    "broadcast, which SQS does not have: check a worker with `python -m runtime.health` "
+    "(its container's health check), queues with `python -m runtime.ops status`, and "
+    "revoke with AsyncResult.revoke()")
 POISON = "undecodable: not a kombu message"
 REJECTED = "rejected without requeue"
 
@@ -286,6 +292,15 @@ class Channel(SQS.Channel):
                     dead_letter_url=self._queue_option(name, "dead_letter_queue"),
                     flush_delay=self.ack_flush_delay, heartbeat=self.visibility_heartbeat)
             return lane
+
+    def _resolve_queue_url(self, queue: str) -> str:
+        try:
+            return super()._resolve_queue_url(queue)
+        except UndefinedQueueException:
+            if is_remote_control(self.canonical_queue_name(queue)):
+                raise UndefinedQueueException(
+                    f"queue {queue!r} is Celery's remote control; {REMOTE_CONTROL}") from None
+            raise
 
     def _queue_name_of(self, url: str) -> str | None:
         return next((name for name, known in self._queue_cache.items() if known == url), None)
@@ -543,6 +558,12 @@ class Channel(SQS.Channel):
                 step()
             except Exception:  # every step must run: a failed release must not cost an ack
                 logger.exception("closing the SQS channel: a step failed")
+
+
+def is_remote_control(sqs_name: str) -> bool:
+    """A queue of Celery's remote control (``*.pidbox``) or events (``celeryev.*``), as
+    kombu names it for SQS (dots become dashes)."""
+    return sqs_name.endswith("-pidbox") or sqs_name.startswith("celeryev")
 
 
 class _CapturedSend:

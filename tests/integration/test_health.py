@@ -96,3 +96,20 @@ def test_health_names_lost_credentials_and_recovers_with_them(moto, tmp_path):
             assert line.startswith("receives failing for "), line
             assert "ExpiredToken" in line
             wait_for(lambda: health()[0] == 0, 40, "the worker to heal by itself")
+
+
+def test_celery_inspect_ping_says_what_to_use_on_sqs_instead(moto, tmp_path):
+    """SQS has no broadcast: ``celery inspect ping`` fails in one line that points to the
+    health check and the operator CLI, not only to a missing pidbox queue."""
+    name = f"h{uuid.uuid4().hex[:10]}"
+    queue = create_queue(sqs_client(moto.endpoint_url), name, visibility=30, wait=1)
+    (tmp_path / "htasks.py").write_text(TASKS)
+    env = worker_env(tmp_path, moto.endpoint_url,
+                     CELERY_SQS_KIT_CONFIG_JSON=json.dumps(
+                         worker_document({name: queue}, default_queue=name)))
+    done = subprocess.run([sys.executable, "-m", "celery", "-A", "htasks", "inspect", "ping",
+                           "--timeout", "1"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "remote control" in output and "python -m runtime.health" in output, output[-2000:]

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from kombu import Connection
+from kombu.transport.SQS.exceptions import UndefinedQueueException
 
 from runtime.transport import Transport
 
@@ -195,3 +196,16 @@ def test_acks_start_another_receive_for_a_busy_queue_without_waiting_for_one_to_
         channel.qos.ack(tag)  # the pool finished them while the receive is on the wire
     channel.hub.run()
     assert channel.receives == [10, 10]
+
+
+@pytest.mark.parametrize("queue", ["reply.celery.pidbox", "celery@worker-1.celery.pidbox",
+                                   "celeryev.8c1d3a2e"])
+def test_remote_control_queues_are_refused_pointing_to_what_works_on_sqs(channel, queue):
+    with pytest.raises(UndefinedQueueException, match=r"is Celery's remote control; .*needs "
+                       r"broadcast.*python -m runtime.health.*python -m runtime.ops status"):
+        channel._new_queue(queue)
+
+
+def test_a_queue_that_is_simply_not_predefined_keeps_stock_s_error(channel):
+    with pytest.raises(UndefinedQueueException, match="must be defined in 'predefined_queues'"):
+        channel._new_queue("reports")
