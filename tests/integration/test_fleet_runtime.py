@@ -21,7 +21,6 @@ import pytest
 
 from local_aws.celery_worker import CeleryWorker, role_environment
 from local_aws.container_credentials import ContainerCredentialsEndpoint
-from local_aws.container_engine import ContainerEngine, EngineUnavailable
 from local_aws.ecs_agent import EcsAgent, deployed_task_definition
 from local_aws.http_thread import LoopbackHttpServer
 from local_aws.imds import InstanceMetadataService
@@ -64,18 +63,6 @@ def as_producer(stage, work: Path, code: str) -> str:
                               capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[ContainerEngine]:
-    try:
-        engine = ContainerEngine().start()
-    except EngineUnavailable as reason:
-        pytest.skip(f"no container engine here: {reason}")
-    try:
-        yield engine
-    finally:
-        engine.stop()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 import boto3
 import pytest
 
-from local_aws.container_engine import ContainerEngine, EngineUnavailable
 from local_aws.fleet import EMULATOR_KEYS, create_queue, sqs_client, worker_document, worker_env
 from local_aws.moto_server import REGION
 from local_aws.worker_image import WorkerImage, build_image
@@ -21,18 +20,6 @@ from runtime.render import main as render_main
 from tests.integration.fleet import publish, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[ContainerEngine]:
-    try:
-        engine = ContainerEngine().start()
-    except EngineUnavailable as reason:
-        pytest.skip(f"no container engine here: {reason}")
-    try:
-        yield engine
-    finally:
-        engine.stop()
 
 
 @pytest.fixture(scope="module")
