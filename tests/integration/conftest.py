@@ -7,12 +7,19 @@ from collections.abc import Iterator
 import pytest
 
 from local_aws.container_engine import ContainerEngine, EngineUnavailable
+from local_aws.fauxqs import FauxqsServer
 from local_aws.moto_server import MotoServer
 
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory):
     with MotoServer(log_path=tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def fauxqs(tmp_path_factory):
+    with FauxqsServer(log_path=tmp_path_factory.mktemp("fauxqs") / "fauxqs.log") as server:
         yield server
 
 

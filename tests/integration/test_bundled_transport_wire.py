@@ -13,19 +13,12 @@ import pytest
 
 from local_aws.celery_worker import CeleryWorker
 from local_aws.counting_proxy import CountingProxy
-from local_aws.fauxqs import FauxqsServer
 from tests.integration.fleet import lines, publish, queue_counts, recording_fleet, wait_for
 
 pytestmark = pytest.mark.integration
 
 CONTROL_PLANE = {"ListQueues", "GetQueueUrl", "CreateQueue", "GetQueueAttributes",
                  "SetQueueAttributes", "DeleteQueue", "PurgeQueue"}
-
-
-@pytest.fixture(scope="module")
-def fauxqs(tmp_path_factory):
-    with FauxqsServer(log_path=tmp_path_factory.mktemp("fauxqs") / "fauxqs.log") as server:
-        yield server
 
 
 @pytest.fixture

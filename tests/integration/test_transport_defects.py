@@ -13,18 +13,11 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 
 from local_aws.counting_proxy import CountingProxy
-from local_aws.fauxqs import FauxqsServer
 from local_aws.fleet import sqs_client
 from runtime.errors import CredentialsError, MessageTooLarge
 from tests.integration.hub_channel import HubChannel, counts, make_queue
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def fauxqs(tmp_path_factory):
-    with FauxqsServer(log_path=tmp_path_factory.mktemp("fauxqs") / "fauxqs.log") as server:
-        yield server
 
 
 @pytest.fixture
