@@ -26,6 +26,10 @@ most 30 s or a quarter of the visibility timeout), each failure logged. A final
 answer (access denied, a stale receipt handle) is logged with the queue and the
 code, and SQS then delivers the message again: at-least-once, never silent.
 
+Events: landed extensions, DLQ moves and failed calls are told to
+``runtime.events`` listeners (``runtime.metrics`` counts them); the lane itself
+knows nothing of Celery or of who listens.
+
 Shutdown (``close``): the thread stops; then, with a short-timeout, single-attempt
 client, the pending acks go first (a lost ack runs a task again), then dead-letter
 moves, then every message still held is released, all within ``timeout`` seconds.
@@ -45,6 +49,7 @@ from typing import Any
 
 from botocore.client import BaseClient
 
+from runtime import events
 from runtime.batching import BATCH_SIZE, BatchOutcome, send_batch
 from runtime.sqs_errors import error_code, is_transient
 from runtime.ticker import Ticker
@@ -64,10 +69,6 @@ DELETES_IN_FLIGHT = 4
 LATE_WORK_SECONDS = 5.0
 """Bound on work asked for after ``close`` (a receive that returned late), done at once."""
 
-EXTENSION_LISTENERS: list[Callable[[str | None, int], None]] = []
-"""Called as ``listener(queue, count)`` after extensions land (``runtime.metrics`` counts
-them); the lane itself knows nothing of Celery."""
-
 ClientFor = Callable[[str], BaseClient]
 """``client(profile)``: the queue's SQS client, ``"ops"`` or ``"shutdown"``."""
 
@@ -86,6 +87,11 @@ class _Backoff:
 
     def succeeded(self) -> None:
         self.failures, self.retry_at = 0, 0.0
+
+
+_WORK = {"change": "visibility change", "move": "move to the DLQ", "delete": "delete",
+         "extend": "visibility extension"}
+"""Each kind of background work (its backoff and its ``WorkFailed`` events) as logs say it."""
 
 
 @dataclass
@@ -116,7 +122,7 @@ class QueueLane:
         self._changes: list[tuple[str, int]] = []  # (receipt handle, visibility timeout)
         self._moves: list[_Move] = []
         cap = min(BACKOFF_MAX, max(visibility_timeout / 4, BACKOFF_BASE))
-        self._backoff = {kind: _Backoff(cap) for kind in ("change", "move", "delete", "extend")}
+        self._backoff = {kind: _Backoff(cap) for kind in _WORK}
         self._pool: ThreadPoolExecutor | None = None
         self._stopping = False  # close has begun: work waits for close() to send it in order
         self._closed = False
@@ -246,10 +252,11 @@ class QueueLane:
                 logger.info("could not change the visibility of a message on queue %r (%s): "
                             "it is visible again when its visibility timeout ends",
                             self.queue, code)
+                self._tell_failure("change", code)
             if outcome.retry:
                 with self._lock:
                     self._changes[:0] = outcome.retry
-                self._log_retry("visibility change", len(outcome.retry), outcome.error)
+                self._log_retry("change", len(outcome.retry), outcome.error)
                 return True
 
     def _send_moves(self, client: BaseClient) -> bool:
@@ -265,15 +272,17 @@ class QueueLane:
                 if is_transient(error):
                     with self._lock:
                         self._moves.insert(0, move)
-                    self._log_retry("move to the DLQ", 1, error)
+                    self._log_retry("move", 1, error)
                     return True
                 self.forget(message["ReceiptHandle"])
                 logger.error("could not move message %s of queue %r to its DLQ (%s); left for "
                              "SQS to deliver again", message.get("MessageId"), self.queue,
                              error_code(error))
+                self._tell_failure("move", error_code(error))
                 continue
             logger.warning("moved message %s of queue %r to its DLQ: %s",
                            message.get("MessageId"), self.queue, move.reason)
+            events.tell(events.DeadLettered(self.queue, 1, move.reason))
             self._queue_delete(message["ReceiptHandle"])  # sent by the delete step after this
 
     def _dead_letter_request(self, move: _Move) -> dict[str, Any]:
@@ -324,6 +333,7 @@ class QueueLane:
                     logger.warning("could not delete %d acknowledged message(s) from queue %r "
                                    "(%s): SQS will deliver them again after their visibility "
                                    "timeout", lost, self.queue, code)
+                    self._tell_failure("delete", code)
                 if outcome.retry:
                     self._log_retry("delete", len(outcome.retry), outcome.error)
                     retry = True
@@ -361,21 +371,27 @@ class QueueLane:
                                             "VisibilityTimeout": planned[h.handle]})
             for h in outcome.done:
                 h.visible_at = now + planned[h.handle]
-            for listener in EXTENSION_LISTENERS if outcome.done else ():
-                listener(self.queue, len(outcome.done))
+            if outcome.done:
+                events.tell(events.Extended(self.queue, len(outcome.done)))
             for h, code in outcome.failed:
                 h.extending = False  # refused for good: said once, not on every pass
                 logger.warning("SQS refused to extend the visibility of a message on queue %r "
                                "(%s): it is no longer extended and may be delivered again",
                                self.queue, code)
+                self._tell_failure("extend", code)
             if outcome.retry:
-                self._log_retry("visibility extension", len(outcome.retry), outcome.error)
+                self._log_retry("extend", len(outcome.retry), outcome.error)
                 return True
         return False
 
-    def _log_retry(self, what: str, count: int, error: BaseException | None) -> None:
+    def _log_retry(self, work: str, count: int, error: BaseException | None) -> None:
+        code = error_code(error) if error is not None else "retryable"
         logger.warning("queue %r: %s of %d message(s) failed (%s); kept to retry", self.queue,
-                       what, count, error_code(error) if error is not None else "retryable")
+                       _WORK[work], count, code)
+        self._tell_failure(work, code)
+
+    def _tell_failure(self, work: str, code: str) -> None:
+        events.tell(events.WorkFailed(self.queue, work, code))
 
     # shutdown ------------------------------------------------------------------------------
     def begin_close(self) -> None:

@@ -9,7 +9,7 @@ the namespace ``CelerySqsKit`` with the one dimension ``Queue``::
       "Dimensions": [["Queue"]], "Metrics": [{"Name": "TasksReceived", "Unit": "Count"}, ...]}]},
      "Queue": "celery", "TasksReceived": 12, "TasksSucceeded": 10, ..., "RuntimeP95": 840.5,
      "ReceiveErrorTypes": {"Throttling": 2}, "DeadLetterReasons": {"rejected": 1},
-     "IntervalSeconds": 60, "Pid": 7}
+     "LaneErrorTypes": {}, "IntervalSeconds": 60, "Pid": 7}
 
 Why EMF and not PutMetricData: an EMF line costs log ingestion only (about 300
 bytes a minute per queue per worker), needs no IAM permission, no request and no
@@ -36,7 +36,9 @@ metric                     unit          what
 ``ReceiveErrors``          Count         failed ReceiveMessage calls; ``ReceiveErrorTypes``
                                          (a property, not a metric) breaks them down
 ``LaneErrors``             Count         background SQS calls (delete, visibility, DLQ
-                                         move) that failed, retried or not
+                                         move) that failed, retried or not;
+                                         ``LaneErrorTypes`` breaks them down as
+                                         ``work/code`` (``delete/Throttling``)
 =========================  ============  ===============================================
 
 Where the task figures come from: ``task_received`` is sent in the main process.
@@ -49,13 +51,12 @@ with ``(failed, result, runtime)``, for every pool and every ``Request`` class (
 class-level override would be lost: ``celery.worker.request.create_request_cls``
 subclasses the task's ``Request`` and replaces ``on_success``).
 
-The transport's figures are counted without touching the transport: a
-``logging.Handler`` on ``runtime.lane`` and ``runtime.transport`` counts their
-existing records (see ``_COUNTED_RECORDS``), and :func:`count` is there for
-what has no record (visibility extensions: a one-line call in the lane).
+The transport's figures come from the events its lanes and receive loop tell
+listeners (``runtime.events``): :func:`install` adds one listener that counts
+them, so the transport knows nothing of metrics and no log line is parsed.
 
 :func:`install` (``runtime.celeryconfig`` calls it, as it calls
-``runtime.liveness.install``) connects the signals and the handler; when the
+``runtime.liveness.install``) connects the signals and the listener; when the
 worker is ready a thread (``runtime.ticker``) writes the lines, on a thread of
 its own so a busy event loop cannot delay them, and the last partial interval is
 written at shutdown.
@@ -67,7 +68,6 @@ import json
 import logging
 import math
 import os
-import re
 import sys
 import threading
 import time
@@ -80,9 +80,8 @@ from billiard.einfo import ExceptionWithTraceback
 from celery.exceptions import Ignore, Retry
 from celery.signals import task_received, worker_ready, worker_shutdown
 
-from runtime import lane
+from runtime import events
 from runtime.config import seconds_from_env
-from runtime.errors import TransportError
 from runtime.ticker import Ticker
 
 NAMESPACE = "CelerySqsKit"
@@ -103,7 +102,8 @@ LANE_ERRORS = "LaneErrors"
 COUNTERS = (TASKS_RECEIVED, TASKS_SUCCEEDED, TASKS_FAILED, TASKS_RETRIED,
             VISIBILITY_EXTENSIONS, DEAD_LETTER_MOVES, RECEIVE_ERRORS, LANE_ERRORS)
 """Always on every line (0 when nothing happened), so a quiet queue reads 0, not missing."""
-BREAKDOWNS = {RECEIVE_ERRORS: "ReceiveErrorTypes", DEAD_LETTER_MOVES: "DeadLetterReasons"}
+BREAKDOWNS = {RECEIVE_ERRORS: "ReceiveErrorTypes", DEAD_LETTER_MOVES: "DeadLetterReasons",
+              LANE_ERRORS: "LaneErrorTypes"}
 """Counters whose kinds are written as a property next to the metric."""
 
 UNKNOWN_QUEUE = "unknown"
@@ -247,74 +247,18 @@ def record_outcome(recorder: Recorder, queue: str, failed__retval__runtime: Any)
         recorder.count(queue, TASKS_FAILED)
 
 
-# Transport records ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Counted:
-    logger: str
-    prefix: str
-    """Start of the record's format string (``record.msg``), as the transport writes it."""
-    metric: str
-    queue_arg: int
-    kind_arg: int | None = None
-
-
-_COUNTED_RECORDS = (
-    _Counted("runtime.lane", "moved message %s of queue %r to its DLQ", DEAD_LETTER_MOVES, 1, 2),
-    _Counted("runtime.lane", "could not move message %s of queue %r", LANE_ERRORS, 1),
-    _Counted("runtime.lane", "could not delete %d acknowledged message(s) from queue %r",
-             LANE_ERRORS, 1),
-    _Counted("runtime.lane", "could not change the visibility of a message on queue %r",
-             LANE_ERRORS, 0),
-    _Counted("runtime.lane", "SQS refused to extend the visibility of a message on queue %r",
-             LANE_ERRORS, 0),
-    _Counted("runtime.lane", "queue %r: %s of %d message(s) failed", LANE_ERRORS, 0),
-)
-RECEIVE_ERROR_PREFIX = "%s; polling again in"
-"""``runtime.transport``'s record of a failed ReceiveMessage: the error, then the delay."""
-_UNTYPED_RECEIVE = re.compile(r"on queue '(?P<queue>[^']+)' failed: (?P<type>\w+)\(")
-_AWS_CODE = re.compile(r"An error occurred \((?P<code>[^)]+)\)")
-
-
-def receive_error(arg: Any) -> tuple[str, str] | None:
-    """``(queue, error type)`` from the record's first argument: a typed
-    :class:`~runtime.errors.TransportError`, or its text for any other failure
-    (the AWS error code when there is one, else the exception's class)."""
-    if isinstance(arg, TransportError):
-        return arg.queue, type(arg).__name__
-    match = _UNTYPED_RECEIVE.search(str(arg))
-    if match is None:
-        return None
-    code = _AWS_CODE.search(str(arg))
-    return match["queue"], code["code"] if code else match["type"]
-
-
-class TransportLogCounter(logging.Handler):
-    """Counts the transport's existing log records into a :class:`Recorder`."""
-
-    def __init__(self, recorder: Recorder) -> None:
-        super().__init__(logging.INFO)
-        self.recorder = recorder
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._count(record)
-        except Exception:  # a record we cannot read is not worth a failed log call
-            self.handleError(record)
-
-    def _count(self, record: logging.LogRecord) -> None:
-        message, args = str(record.msg), record.args
-        if not isinstance(args, tuple):
-            return
-        if record.name == "runtime.transport" and message.startswith(RECEIVE_ERROR_PREFIX):
-            found = receive_error(args[0])
-            if found is not None:
-                self.recorder.count(found[0], RECEIVE_ERRORS, kind=found[1])
-            return
-        for counted in _COUNTED_RECORDS:
-            if record.name == counted.logger and message.startswith(counted.prefix):
-                kind = None if counted.kind_arg is None else str(args[counted.kind_arg])
-                self.recorder.count(str(args[counted.queue_arg]), counted.metric, kind=kind)
-                return
+# Transport events -----------------------------------------------------------------------
+def count_event(recorder: Recorder, event: events.Event) -> None:
+    """Count one of the transport's events (``runtime.events``)."""
+    queue = event.queue or UNKNOWN_QUEUE
+    if isinstance(event, events.Extended):
+        recorder.count(queue, VISIBILITY_EXTENSIONS, event.count)
+    elif isinstance(event, events.DeadLettered):
+        recorder.count(queue, DEAD_LETTER_MOVES, event.count, kind=event.reason)
+    elif isinstance(event, events.WorkFailed):
+        recorder.count(queue, LANE_ERRORS, kind=f"{event.work}/{event.code}")
+    elif isinstance(event, events.ReceiveFailed):
+        recorder.count(queue, RECEIVE_ERRORS, kind=event.kind)
 
 
 # Installation -----------------------------------------------------------------------------
@@ -349,7 +293,6 @@ class Emitter:
 
 
 _emitter: Emitter | None = None
-_handler = TransportLogCounter(RECORDER)
 
 
 def install() -> None:
@@ -362,15 +305,12 @@ def install() -> None:
                          weak=False)
     worker_shutdown.connect(_on_worker_shutdown, dispatch_uid="celery-sqs-kit-metrics-stop",
                             weak=False)
-    for name in ("runtime.lane", "runtime.transport"):
-        if _handler not in logging.getLogger(name).handlers:
-            logging.getLogger(name).addHandler(_handler)
-    if _count_extensions not in lane.EXTENSION_LISTENERS:
-        lane.EXTENSION_LISTENERS.append(_count_extensions)
+    if _count_event not in events.LISTENERS:
+        events.LISTENERS.append(_count_event)
 
 
-def _count_extensions(queue: str | None, extended: int) -> None:
-    RECORDER.count(queue or UNKNOWN_QUEUE, VISIBILITY_EXTENSIONS, extended)
+def _count_event(event: events.Event) -> None:
+    count_event(RECORDER, event)
 
 
 def _on_task_received(sender: Any = None, request: Any = None, **_: Any) -> None:

@@ -143,13 +143,13 @@ from kombu.transport.SQS.exceptions import UndefinedQueueException
 from kombu.utils.encoding import bytes_to_str
 from vine import promise
 
-from runtime import publishing
+from runtime import events, publishing
 from runtime.credentials import RoleCredentials
 from runtime.lane import QueueLane, close_lanes
 from runtime.receive_window import ReceiveWindow
 from runtime.receiver import Receiver
 from runtime.errors import MessageTooLarge
-from runtime.sqs_errors import typed_error
+from runtime.sqs_errors import error_code, typed_error
 
 logger = logging.getLogger(__name__)
 
@@ -411,6 +411,8 @@ class Channel(SQS.Channel):
         delay = min(self.receive_max_backoff, 0.5 * 2 ** (failures - 1)) * random.uniform(0.5, 1)
         self.last_receive_error = str(typed or f"ReceiveMessage on queue {qname!r} failed: "
                                                f"{error!r}")
+        events.tell(events.ReceiveFailed(qname, type(typed).__name__ if typed is not None
+                                         else error_code(error)))
         if self.receive_failing_since is None:
             self.receive_failing_since = time.monotonic()
         logger.error("%s; polling again in %.1f s", self.last_receive_error, delay)

@@ -10,6 +10,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from runtime import events
 from runtime.errors import CredentialsError
 from runtime.lane import QueueLane
 from runtime.visibility import MAX_HOLD_SECONDS
@@ -360,15 +361,72 @@ def test_a_dead_letter_move_failing_transiently_is_retried():
     assert stub.actions()[-1] == "DeleteMessageBatch"
 
 
-def test_landed_extensions_are_told_to_the_listeners(monkeypatch):
-    heard: list[tuple] = []
-    monkeypatch.setattr("runtime.lane.EXTENSION_LISTENERS", [lambda q, n: heard.append((q, n))])
+@pytest.fixture
+def heard(monkeypatch) -> list:
+    """The events the lanes tell, in order."""
+    told: list = []
+    monkeypatch.setattr(events, "LISTENERS", [told.append])
+    return told
+
+
+def test_landed_extensions_are_told_to_the_listeners(heard):
     stub, clock = StubSqs(), Clock()
     q = lane(stub, clock=clock)
     q.hold(["m1", "m2"])
     clock.now += 31
     q._tick()
-    assert heard == [("work", 2)]
+    assert heard == [events.Extended("work", 2)]
+
+
+def test_a_dead_letter_move_is_told_with_its_reason_once_it_landed(heard):
+    stub, clock = StubSqs(raising(EndpointConnectionError(endpoint_url=URL), 1)), Clock()
+    q = lane(stub, clock=clock)
+    q.dead_letter(received(), "rejected without requeue")
+    q._tick()  # the send fails: a failure, not a move
+    clock.now += 1  # past the move's first backoff (at most 0.2 s)
+    q._tick()
+    assert heard == [events.WorkFailed("work", "move", "EndpointConnectionError"),
+                     events.DeadLettered("work", 1, "rejected without requeue")]
+    q.close(timeout=5)
+
+
+def test_failures_are_told_with_the_kind_of_work_and_the_code(heard):
+    """Final answers and retried failures alike, one event per failed call and code (an
+    entry SQS asks to retry has no code of its own: "retryable")."""
+    def respond(action, _kwargs):
+        if action == "DeleteMessageBatch":
+            return {"Failed": [{"Id": "0", "SenderFault": True, "Code": "ReceiptHandleIsInvalid"},
+                               {"Id": "1", "SenderFault": False, "Code": "InternalError"}]}
+        raise ClientError({"Error": {"Code": "RequestThrottled"}}, action)
+    stub, clock = StubSqs(respond), Clock()
+    q = lane(stub, clock=clock, delay=0.0)
+    q.hold(["held"])
+    q.release(["given-back"])
+    q.ack("stale")
+    q.ack("retried")
+    clock.now += 31
+    q._tick()
+    assert heard == [events.WorkFailed("work", "change", "RequestThrottled"),
+                     events.WorkFailed("work", "delete", "ReceiptHandleIsInvalid"),
+                     events.WorkFailed("work", "delete", "retryable"),
+                     events.WorkFailed("work", "extend", "RequestThrottled")]
+
+
+def test_a_listener_that_raises_does_not_stop_the_lane(monkeypatch, caplog):
+    def broken(_event):
+        raise RuntimeError("listener bug")
+    monkeypatch.setattr(events, "LISTENERS", [broken])
+    stub, clock = StubSqs(), Clock()
+    q = lane(stub, clock=clock)
+    q.hold(["m1"])
+    q.dead_letter(received("m2"), "undecodable")
+    clock.now += 31
+    with caplog.at_level(logging.ERROR):
+        q._tick()
+    assert stub.actions() == ["SendMessage", "ChangeMessageVisibilityBatch"]
+    assert "listener failed" in caplog.text
+    q.close(timeout=5)  # the moved message is deleted, the held one released
+    assert stub.actions()[2:] == ["DeleteMessageBatch", "ChangeMessageVisibilityBatch"]
 
 
 def test_acks_that_pile_up_go_out_as_several_batches_at_once():

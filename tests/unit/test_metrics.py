@@ -1,24 +1,18 @@
 """runtime.metrics: the EMF lines (structure and figures, on a fake clock), task outcomes
-counted from the request's callbacks, and the transport's records counted as they are
-written today."""
+counted from the request's callbacks, and the transport's events (``runtime.events``)."""
 
 from __future__ import annotations
 
 import io
 import json
-import logging
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from billiard.einfo import ExceptionWithTraceback
-from botocore.exceptions import ClientError, EndpointConnectionError
 from celery.exceptions import Ignore, Retry
 
-from runtime import lane, metrics
-from runtime.errors import ConfigError, QueueAccessDenied
-
-ROOT = Path(__file__).resolve().parents[2]
+from runtime import events, metrics
+from runtime.errors import ConfigError
 
 
 class Clock:
@@ -130,52 +124,33 @@ def test_a_run_the_pool_itself_failed_counts_as_failed():
     assert "RuntimeP50" not in doc
 
 
-def record(logger: str, msg: str, *args) -> logging.LogRecord:
-    return logging.LogRecord(logger, logging.WARNING, __file__, 1, msg, args, None)
-
-
-def test_counted_records_are_the_ones_the_transport_writes():
-    """A tripwire: rewording a counted record in runtime/lane.py or runtime/transport.py
-    must come with the counter's prefix."""
-    lane = (ROOT / "runtime" / "lane.py").read_text()
-    transport = (ROOT / "runtime" / "transport.py").read_text()
-    for counted in metrics._COUNTED_RECORDS:
-        assert f'"{counted.prefix}' in lane, counted.prefix
-    assert f'"{metrics.RECEIVE_ERROR_PREFIX}' in transport
-
-
-def test_transport_records_become_dlq_moves_lane_errors_and_typed_receive_errors():
+def test_transport_events_become_extensions_dlq_moves_lane_errors_and_receive_errors():
     clock = Clock()
     recorder = metrics.Recorder(clock)
-    counter = metrics.TransportLogCounter(recorder)
-    throttled = ClientError({"Error": {"Code": "Throttling", "Message": "slow down"}},
-                            "ReceiveMessage")
-    for item in (
-        record("runtime.lane", "moved message %s of queue %r to its DLQ: %s", "m1", "celery",
-               "rejected"),
-        record("runtime.lane", "moved message %s of queue %r to its DLQ: %s", "m2", "celery",
-               "poison"),
-        record("runtime.lane", "could not delete %d acknowledged message(s) from queue %r (%s): x",
-               3, "celery", "ReceiptHandleIsInvalid"),
-        record("runtime.lane", "queue %r: %s of %d message(s) failed (%s); kept to retry",
-               "celery", "delete", 2, "Throttling"),
-        record("runtime.transport", "%s; polling again in %.1f s",
-               QueueAccessDenied("celery", "ReceiveMessage", "AccessDenied"), 1.0),
-        record("runtime.transport", "%s; polling again in %.1f s",
-               f"ReceiveMessage on queue 'celery' failed: {throttled!r}", 1.0),
-        record("runtime.transport", "%s; polling again in %.1f s", "ReceiveMessage on queue "
-               f"'celery' failed: {EndpointConnectionError(endpoint_url='http://x')!r}", 1.0),
-        record("runtime.transport", "unrelated %s", "celery"),
+    for event in (
+        events.Extended("celery", 10),
+        events.DeadLettered("celery", 1, "rejected"),
+        events.DeadLettered("celery", 1, "poison"),
+        events.WorkFailed("celery", "delete", "ReceiptHandleIsInvalid"),
+        events.WorkFailed("celery", "delete", "Throttling"),
+        events.ReceiveFailed("celery", "QueueAccessDenied"),
+        events.ReceiveFailed("celery", "Throttling"),
+        events.ReceiveFailed("celery", "EndpointConnectionError"),
+        events.Extended(None, 1),
     ):
-        counter.handle(item)
+        metrics.count_event(recorder, event)
     clock.now += 60
-    doc = parse(recorder.lines())["celery"]
+    docs = parse(recorder.lines())
+    doc = docs["celery"]
+    assert doc["VisibilityExtensions"] == 10
     assert doc["DeadLetterMoves"] == 2
     assert doc["DeadLetterReasons"] == {"rejected": 1, "poison": 1}
     assert doc["LaneErrors"] == 2
+    assert doc["LaneErrorTypes"] == {"delete/ReceiptHandleIsInvalid": 1, "delete/Throttling": 1}
     assert doc["ReceiveErrors"] == 3
     assert doc["ReceiveErrorTypes"] == {"QueueAccessDenied": 1, "Throttling": 1,
                                         "EndpointConnectionError": 1}
+    assert docs[metrics.UNKNOWN_QUEUE]["VisibilityExtensions"] == 1
 
 
 def test_emitter_writes_once_per_interval_and_the_rest_at_stop():
@@ -193,14 +168,16 @@ def test_emitter_writes_once_per_interval_and_the_rest_at_stop():
     assert json.loads(stream.getvalue().splitlines()[-1])["TasksReceived"] == 4
 
 
-def test_extensions_the_lanes_tell_of_are_counted(monkeypatch):
+def test_install_listens_to_the_transport_s_events_once(monkeypatch):
     recorder = metrics.Recorder(Clock())
     monkeypatch.setattr(metrics, "RECORDER", recorder)
-    monkeypatch.setattr("runtime.lane.EXTENSION_LISTENERS", [])
+    monkeypatch.setattr(events, "LISTENERS", [])
     metrics.install()
-    for listener in lane.EXTENSION_LISTENERS:
-        listener("celery", 10)
-    assert parse(recorder.lines())["celery"]["VisibilityExtensions"] == 10
+    metrics.install()  # idempotent: not counted twice
+    events.tell(events.Extended("celery", 10))
+    events.tell(events.DeadLettered("celery", 1, "rejected"))
+    doc = parse(recorder.lines())["celery"]
+    assert (doc["VisibilityExtensions"], doc["DeadLetterMoves"]) == (10, 1)
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "soon"])

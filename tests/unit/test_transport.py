@@ -10,17 +10,19 @@ import threading
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
 from kombu import Connection
 from kombu.transport.SQS.exceptions import UndefinedQueueException
 
+from runtime import events
 from runtime.transport import Transport
 
 QUEUE = "work"
 
 
 class Timer:
-    def __init__(self, delay: float, callback: Any) -> None:
-        self.delay, self.callback, self.cancelled = delay, callback, False
+    def __init__(self, delay: float, callback: Any, *args: Any) -> None:
+        self.delay, self.callback, self.args, self.cancelled = delay, callback, args, False
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -38,8 +40,8 @@ class RecordingHub:
     def call_soon(self, callback: Any, *args: Any) -> None:
         self.soon.append((callback, args))
 
-    def call_later(self, delay: float, callback: Any) -> Timer:
-        self.timers.append(Timer(delay, callback))
+    def call_later(self, delay: float, callback: Any, *args: Any) -> Timer:
+        self.timers.append(Timer(delay, callback, *args))
         return self.timers[-1]
 
     def pending_timers(self) -> list[Timer]:
@@ -48,7 +50,7 @@ class RecordingHub:
     def fire_timers(self) -> None:
         timers, self.timers = self.pending_timers(), []
         for timer in timers:
-            timer.callback()
+            timer.callback(*timer.args)
 
     def add_reader(self, fd: int, callback: Any) -> None:
         self.readers[fd] = callback
@@ -209,3 +211,20 @@ def test_remote_control_queues_are_refused_pointing_to_what_works_on_sqs(channel
 def test_a_queue_that_is_simply_not_predefined_keeps_stock_s_error(channel):
     with pytest.raises(UndefinedQueueException, match="must be defined in 'predefined_queues'"):
         channel._new_queue("reports")
+
+
+@pytest.mark.parametrize("error, kind", [
+    (ClientError({"Error": {"Code": "AccessDenied"},
+                  "ResponseMetadata": {"HTTPStatusCode": 403}}, "ReceiveMessage"),
+     "QueueAccessDenied"),
+    (ClientError({"Error": {"Code": "Throttling"}}, "ReceiveMessage"), "Throttling"),
+    (EndpointConnectionError(endpoint_url="https://sqs.example"), "EndpointConnectionError"),
+], ids=["typed", "aws-code", "network"])
+def test_a_failed_receive_is_told_to_the_listeners_and_polled_again_later(
+        channel, monkeypatch, error, kind):
+    heard: list = []
+    monkeypatch.setattr(events, "LISTENERS", [heard.append])
+    channel._on_received(QUEUE, QUEUE, "https://sqs.example/123/work", 10, error,
+                         callback=lambda _n: None)
+    assert heard == [events.ReceiveFailed(QUEUE, kind)]
+    assert len(channel.hub.pending_timers()) == 1
