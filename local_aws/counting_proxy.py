@@ -3,6 +3,14 @@ answer the next N requests of an action with an error (throttling, 5xx,
 AccessDenied), or stop answering at all (a black-holed network), for fault tests,
 and can add a fixed delay to every request (real SQS answers in 5 to 20 ms).
 
+Network faults, each for the next N requests of an action (or of any, ``ANY``):
+``inject_reset`` forwards the request and then resets the client's connection
+without an answer (SQS acted, the client cannot know); ``inject_stall`` forwards
+it and answers only after a delay (longer than the client's read timeout: it
+gives up and retries what SQS already did); ``inject_hang`` never forwards nor
+answers it (a long poll that never returns). ``faulted()`` counts the requests
+each fault reached.
+
 Both sides of a comparison (stock kombu and the bundled transport, publisher
 and worker) point ``AWS_ENDPOINT_URL`` at it, so every request is counted the
 same way. It changes timing (see BENCHMARKS.md), so throughput is measured in
@@ -13,9 +21,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
+import struct
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
@@ -24,6 +35,18 @@ from local_aws.http_thread import LoopbackHttpServer
 
 Answer = tuple[int, str, str, str]
 """An error answer: HTTP status, JSON ``__type``, query-protocol code, message."""
+
+ANY = "*"
+"""The action name that makes an injected fault apply to requests of any action."""
+
+RESET, STALL, HANG = "reset", "stall", "hang"
+
+
+@dataclass(frozen=True)
+class _NetworkFault:
+    kind: str  # RESET, STALL or HANG
+    seconds: float = 0.0  # STALL: how late the answer comes
+
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
                "proxy-authorization", "proxy-authenticate"}
@@ -51,6 +74,8 @@ class CountingProxy:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._faults: dict[str, list[tuple[int, str]]] = {}
+        self._network_faults: dict[str, list[_NetworkFault]] = {}
+        self._faulted: Counter[str] = Counter()
         self._hanging = threading.Event()
         self._released = threading.Event()
         proxy = self
@@ -74,6 +99,12 @@ class CountingProxy:
                 if proxy._hanging.is_set():
                     proxy._released.wait()  # never answered while the network is "down"
                     return
+                fault = proxy._take(proxy._network_faults, action)
+                if fault is not None:
+                    proxy._tally(fault.kind)
+                    if fault.kind == HANG:
+                        proxy._released.wait()  # not forwarded, never answered
+                        return
                 if proxy.delay:
                     time.sleep(proxy.delay)
                 answer = proxy.intercept(action, self.headers, body)
@@ -100,6 +131,17 @@ class CountingProxy:
                     except OSError:  # the client is gone too (shutdown)
                         pass
                     return
+                if fault is not None and fault.kind == RESET:
+                    self._reset()
+                    return
+                if fault is not None and fault.kind == STALL:
+                    proxy._released.wait(fault.seconds)
+                try:
+                    self._answer(response, data)
+                except OSError:  # a stalled client gave up and closed its end
+                    self.close_connection = True
+
+            def _answer(self, response: http.client.HTTPResponse, data: bytes) -> None:
                 self.send_response(response.status, response.reason)
                 for key, value in response.getheaders():
                     if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
@@ -107,6 +149,13 @@ class CountingProxy:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _reset(self) -> None:
+                """Close the client's connection with a TCP reset, unanswered."""
+                raw = socket.socket(fileno=self.connection.detach())
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                raw.close()
+                self.close_connection = True
 
             def log_message(self, *args: object) -> None:
                 """Silent: request lines carry signed headers."""
@@ -136,9 +185,48 @@ class CountingProxy:
             self._counts[action] += 1
 
     def inject(self, action: str, count: int, status: int, code: str) -> None:
-        """Answer the next ``count`` requests of ``action`` with ``status`` and ``code``."""
+        """Answer the next ``count`` requests of ``action`` (or ``ANY``) with ``status``
+        and ``code``."""
         with self._lock:
             self._faults.setdefault(action, []).extend([(status, code)] * count)
+
+    def inject_reset(self, action: str, count: int) -> None:
+        """Forward the next ``count`` requests of ``action`` (or ``ANY``), then reset
+        the client's connection instead of answering."""
+        self._add_network_fault(action, count, _NetworkFault(RESET))
+
+    def inject_stall(self, action: str, count: int, seconds: float) -> None:
+        """Forward the next ``count`` requests of ``action`` (or ``ANY``) and answer
+        each ``seconds`` late (sooner if the proxy stops)."""
+        self._add_network_fault(action, count, _NetworkFault(STALL, seconds))
+
+    def inject_hang(self, action: str, count: int) -> None:
+        """Neither forward nor answer the next ``count`` requests of ``action`` (or
+        ``ANY``); their connections stay open until the proxy stops."""
+        self._add_network_fault(action, count, _NetworkFault(HANG))
+
+    def _add_network_fault(self, action: str, count: int, fault: _NetworkFault) -> None:
+        with self._lock:
+            self._network_faults.setdefault(action, []).extend([fault] * count)
+
+    def _take(self, faults: dict[str, list[Any]], action: str) -> Any:
+        """The next fault pending for this action, else for any action."""
+        with self._lock:
+            for key in (action, ANY):
+                pending = faults.get(key)
+                if pending:
+                    return pending.pop(0)
+        return None
+
+    def _tally(self, kind: str) -> None:
+        with self._lock:
+            self._faulted[kind] += 1
+
+    def faulted(self) -> dict[str, int]:
+        """Requests each injected fault reached: ``reset``, ``stall``, ``hang``, and
+        error answers by code."""
+        with self._lock:
+            return dict(self._faulted)
 
     def hang(self) -> None:
         """From now on read every request and never answer it (until ``stop``)."""
@@ -147,12 +235,11 @@ class CountingProxy:
     def intercept(self, action: str, headers: Any, body: bytes) -> Answer | None:
         """The error to answer this request with instead of forwarding it, if any.
         Subclasses may record the request here, or refuse it for reasons of their own."""
-        with self._lock:
-            pending = self._faults.get(action)
-            fault = pending.pop(0) if pending else None
+        fault = self._take(self._faults, action)
         if fault is None:
             return None
         status, code = fault
+        self._tally(code)
         return status, f"com.amazonaws.sqs#{code}", code, f"injected {code}"
 
     def counts(self) -> dict[str, int]:

@@ -1,5 +1,6 @@
-"""The local stand-ins themselves: IAM enforcement, the operator, and the moto
-shim's resource-level checks for DynamoDB (stock moto asks about ``*``)."""
+"""The local stand-ins themselves: IAM enforcement, the operator, the moto
+shim's resource-level checks for DynamoDB (stock moto asks about ``*``), and the
+counting proxy's injected faults."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import json
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
+from botocore.config import Config
+from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
+from local_aws.counting_proxy import ANY, CountingProxy
+from local_aws.fleet import EMULATOR_KEYS, sqs_client
 from local_aws.moto_server import REGION, MotoServer
 from local_aws.operator import create_operator
 
@@ -66,3 +70,68 @@ def test_dynamodb_grants_are_checked_per_table(enforcing):
     with pytest.raises(ClientError) as caught:
         reader.describe_table(TableName="other")
     assert "not authorized to perform: dynamodb:DescribeTable" in str(caught.value)
+
+
+def impatient_sqs(endpoint: str):
+    """One attempt per call and a 1 s read timeout: each injected fault shows once."""
+    return boto3.client("sqs", endpoint_url=endpoint, region_name=REGION,
+                        aws_access_key_id=EMULATOR_KEYS["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=EMULATOR_KEYS["AWS_SECRET_ACCESS_KEY"],
+                        config=Config(read_timeout=1, retries={"total_max_attempts": 1}))
+
+
+@pytest.fixture
+def proxied(fauxqs, request):
+    """(direct client, client through a fresh proxy, the proxy, a fresh queue URL)."""
+    direct = sqs_client(fauxqs.endpoint_url)
+    url = direct.create_queue(QueueName=f"proxy-{request.node.name[-40:]}".replace("_", "-"))[
+        "QueueUrl"]
+    with CountingProxy(fauxqs.endpoint_url) as proxy:
+        yield direct, impatient_sqs(proxy.endpoint_url), proxy, url
+
+
+def visible(sqs, url: str) -> int:
+    return int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+        "ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
+
+
+def test_a_reset_request_reaches_sqs_but_its_answer_never_comes_back(proxied):
+    direct, sqs, proxy, url = proxied
+    proxy.inject_reset("SendMessage", 1)
+    with pytest.raises(ConnectionClosedError):
+        sqs.send_message(QueueUrl=url, MessageBody="sent once, answered never")
+    assert visible(direct, url) == 1
+    sqs.send_message(QueueUrl=url, MessageBody="the next one is answered")
+    assert proxy.faulted() == {"reset": 1}
+
+
+def test_a_stalled_answer_comes_after_the_client_gave_up_on_a_done_request(proxied):
+    direct, sqs, proxy, url = proxied
+    proxy.inject_stall(ANY, 1, seconds=2)
+    with pytest.raises(ReadTimeoutError):
+        sqs.send_message(QueueUrl=url, MessageBody="slow")
+    assert visible(direct, url) == 1
+    assert proxy.faulted() == {"stall": 1}
+
+
+def test_a_hung_request_is_neither_forwarded_nor_answered(proxied):
+    direct, sqs, proxy, url = proxied
+    proxy.inject_hang("SendMessage", 1)
+    with pytest.raises(ReadTimeoutError):
+        sqs.send_message(QueueUrl=url, MessageBody="into the void")
+    assert visible(direct, url) == 0
+    sqs.send_message(QueueUrl=url, MessageBody="the next one goes through")
+    assert visible(direct, url) == 1
+
+
+def test_injected_errors_for_any_action_hit_the_next_requests_whatever_they_are(proxied):
+    _direct, sqs, proxy, url = proxied
+    proxy.inject(ANY, 2, 503, "ServiceUnavailable")
+    for call in (lambda: sqs.send_message(QueueUrl=url, MessageBody="x"),
+                 lambda: sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)):
+        with pytest.raises(ClientError) as refused:
+            call()
+        assert refused.value.response["Error"]["Code"] == "ServiceUnavailable"
+    sqs.send_message(QueueUrl=url, MessageBody="x")
+    assert proxy.faulted() == {"ServiceUnavailable": 2}
+    assert proxy.counts() == {"SendMessage": 2, "ReceiveMessage": 1}
