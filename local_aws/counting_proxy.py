@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
-import struct
 import threading
 import time
 from collections import Counter
@@ -31,7 +29,7 @@ from typing import Any
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from local_aws.http_thread import LoopbackHttpServer
+from local_aws.http_thread import LoopbackHttpServer, reset_connection
 
 Answer = tuple[int, str, str, str]
 """An error answer: HTTP status, JSON ``__type``, query-protocol code, message."""
@@ -132,7 +130,8 @@ class CountingProxy:
                         pass
                     return
                 if fault is not None and fault.kind == RESET:
-                    self._reset()
+                    reset_connection(self.connection)
+                    self.close_connection = True
                     return
                 if fault is not None and fault.kind == STALL:
                     proxy._released.wait(fault.seconds)
@@ -149,13 +148,6 @@ class CountingProxy:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
-
-            def _reset(self) -> None:
-                """Close the client's connection with a TCP reset, unanswered."""
-                raw = socket.socket(fileno=self.connection.detach())
-                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                raw.close()
-                self.close_connection = True
 
             def log_message(self, *args: object) -> None:
                 """Silent: request lines carry signed headers."""

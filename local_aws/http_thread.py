@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -29,3 +31,11 @@ class LoopbackHttpServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def reset_connection(connection: socket.socket) -> None:
+    """Close a handler's connection with a TCP reset, unanswered (the peer sees
+    ECONNRESET, not an orderly end). The handler must then set ``close_connection``."""
+    raw = socket.socket(fileno=connection.detach())
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    raw.close()

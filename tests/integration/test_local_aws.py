@@ -1,6 +1,6 @@
 """The local stand-ins themselves: IAM enforcement, the operator, the moto
 shim's resource-level checks for DynamoDB (stock moto asks about ``*``), and the
-counting proxy's injected faults."""
+counting proxy's injected faults, a credentials endpoint's outage."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ import json
 import boto3
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
+from botocore.exceptions import (ClientError, ConnectionClosedError, MetadataRetrievalError,
+                                 ReadTimeoutError)
+from botocore.utils import ContainerMetadataFetcher
+
+from local_aws.container_credentials import CredentialsEndpoint, MintedCredentials
 
 from local_aws.counting_proxy import ANY, CountingProxy
 from local_aws.fleet import EMULATOR_KEYS, sqs_client
@@ -135,3 +139,16 @@ def test_injected_errors_for_any_action_hit_the_next_requests_whatever_they_are(
     sqs.send_message(QueueUrl=url, MessageBody="x")
     assert proxy.faulted() == {"ServiceUnavailable": 2}
     assert proxy.counts() == {"SendMessage": 2, "ReceiveMessage": 1}
+
+
+def test_a_credentials_endpoint_that_goes_down_resets_requests_until_it_comes_back():
+    fetcher = ContainerMetadataFetcher(sleep=lambda _s: None)  # what botocore uses, unslept
+    with CredentialsEndpoint(MintedCredentials(60)) as endpoint:
+        served = fetcher.retrieve_full_uri(endpoint.uri)
+        assert served["Token"] and served["Expiration"]
+        endpoint.go_down()
+        with pytest.raises(MetadataRetrievalError):
+            fetcher.retrieve_full_uri(endpoint.uri)
+        endpoint.come_back()
+        assert fetcher.retrieve_full_uri(endpoint.uri)["Token"] == served["Token"]
+        assert endpoint.refused == ContainerMetadataFetcher.RETRY_ATTEMPTS
