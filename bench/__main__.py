@@ -121,6 +121,11 @@ def print_table(results: list[dict]) -> None:
         actions = ", ".join(f"{a} {n:.3f}" for a, n in r["requests_by_action"].items())
         print(f"{r['transport']:>5}/{r['polling']:<14}/{r['pool']:<8}/{r['publish_mode']:<6}"
               f"/+{r['request_delay_ms']} ms per task: {actions}")
+    for r in results:
+        if r.get("revocation_reads_per_task") is not None:
+            print(f"revocation reads ({r['pool']}): {r['revocation_reads_per_task']:.4f} per task "
+                  f"in the counted pass, {r['revocation_reads_per_worker_hour']} per worker-hour "
+                  "idle (one GetItem per worker every 2 s, whatever the task rate)")
 
 
 if __name__ == "__main__":

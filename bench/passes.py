@@ -3,7 +3,10 @@ in separate passes, each on a fresh fauxqs: throughput with nothing between work
 and emulator (or, with a request delay, through a proxy that adds it and counts),
 run several times; latency at a steady publish rate; requests counted at the wire
 through proxies; idle cost. A batch-publishing row measures what batching changes
-(publishing rate and requests); a delayed row, throughput at real SQS latency."""
+(publishing rate and requests); a delayed row, throughput at real SQS latency.
+The kit's counted and idle passes also run with a result table (moto's DynamoDB,
+behind its own counting proxy) and count what the revocation reader
+(``runtime.revocation``) adds: its reads of the revocations item."""
 
 from __future__ import annotations
 
@@ -21,8 +24,9 @@ from pathlib import Path
 from local_aws.celery_worker import CeleryWorker
 from local_aws.counting_proxy import CountingProxy
 from local_aws.fauxqs import FauxqsServer
-from local_aws.fleet import (create_queue, prepare_worker_dir, sqs_client, worker_document,
-                             worker_env)
+from local_aws.fleet import (create_queue, create_result_table, prepare_worker_dir, sqs_client,
+                             worker_document, worker_env)
+from local_aws.moto_server import MotoServer
 from runtime.celery_settings import BUNDLED_PREFETCH
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -87,6 +91,9 @@ class Figures:
     consume_requests: dict[str, int] = field(default_factory=dict)
     counted_tasks: int = 0
     idle_requests_per_queue_hour: float | None = None
+    revocation_reads: int | None = None
+    """The revocation item's reads while the counted tasks ran (kit rows)."""
+    idle_revocation_reads_per_hour: float | None = None
 
     def as_result(self) -> dict:
         by_action: dict[str, float] = {}
@@ -112,17 +119,27 @@ class Figures:
             "rss_mb": _rounded(self.rss_mb, 1),
             "idle_requests_per_queue_hour": _rounded(self.idle_requests_per_queue_hour, 0),
             "publish_per_s": _rounded(self.publish_per_s, 1),
+            "revocation_reads_per_task": None if self.revocation_reads is None else round(
+                self.revocation_reads / max(self.counted_tasks, 1), 4),
+            "revocation_reads_per_worker_hour": _rounded(self.idle_revocation_reads_per_hour, 0),
         }
 
 
-class Stage:
-    """A fresh fauxqs with the bench queue, and a worker directory rendered for it."""
+RESULT_TABLE = "bench-results"
 
-    def __init__(self, work: Path, setting: Setting) -> None:
+
+class Stage:
+    """A fresh fauxqs with the bench queue, and a worker directory rendered for it;
+    with ``result_table``, also a moto with the result table, reached through
+    :attr:`table_proxy` (which counts the workers' DynamoDB requests)."""
+
+    def __init__(self, work: Path, setting: Setting, *, result_table: bool = False) -> None:
         self.work = work
         self.setting = setting
         self.server = FauxqsServer(log_path=work / "fauxqs.log")
         self.record = work / "record.txt"
+        self.results = MotoServer(log_path=work / "moto.log") if result_table else None
+        self.table_proxy: CountingProxy | None = None
 
     def __enter__(self) -> Stage:
         if self.work.exists():
@@ -131,7 +148,11 @@ class Stage:
         self.server.start()
         queue = create_queue(sqs_client(self.server.endpoint_url), QUEUE, visibility=1800,
                              wait=20, max_receive_count=5, task_time_limit=600)
-        prepare_worker_dir(self.work, worker_document({QUEUE: queue}, default_queue=QUEUE),
+        if self.results is not None:
+            self._start_result_table(self.results)
+        prepare_worker_dir(self.work, worker_document(
+                               {QUEUE: queue}, default_queue=QUEUE,
+                               result_table=RESULT_TABLE if self.results else None),
                            transport="bundled" if self.setting.transport == "kit" else "stock",
                            tasks_module="benchtasks",
                            tasks_source=(BENCH_DIR / "tasks.py").read_text())
@@ -145,11 +166,28 @@ class Stage:
         self.record.touch()
         return self
 
+    def _start_result_table(self, results: MotoServer) -> None:
+        results.start()
+        create_result_table(results.endpoint_url, RESULT_TABLE)
+        self.table_proxy = CountingProxy(results.endpoint_url).start()
+
     def __exit__(self, *exc: object) -> None:
         self.server.stop()
+        if self.table_proxy is not None:
+            self.table_proxy.stop()
+        if self.results is not None:
+            self.results.stop()
 
     def env(self, endpoint_url: str) -> dict[str, str]:
-        return worker_env(self.work, endpoint_url, KIT_BENCH_RECORD=str(self.record))
+        # SQS at endpoint_url, DynamoDB (botocore's per-service variable) at the table's proxy.
+        tables = ({"AWS_ENDPOINT_URL_DYNAMODB": self.table_proxy.endpoint_url}
+                  if self.table_proxy else {})
+        return worker_env(self.work, endpoint_url, KIT_BENCH_RECORD=str(self.record), **tables)
+
+    def revocation_reads(self) -> int:
+        """GetItem at the table: the workers read nothing else (the tasks store no result)."""
+        assert self.table_proxy is not None
+        return self.table_proxy.counts().get("GetItem", 0)
 
     def publish(self, count: int, endpoint_url: str, pace: float = 0.0) -> float:
         started = time.monotonic()
@@ -269,9 +307,14 @@ def latency(setting: Setting, work: Path, figures: Figures, latency_tasks: int, 
         f"p95 {figures.latency_p95_ms:.1f} ms")
 
 
+def _with_result_table(setting: Setting) -> bool:
+    return setting.transport == "kit"
+
+
 def requests(setting: Setting, work: Path, figures: Figures, log) -> None:
-    """Requests at the wire, publisher and worker each through a counting proxy."""
-    with Stage(work, setting) as stage, \
+    """Requests at the wire, publisher and worker each through a counting proxy (and,
+    for the kit, the result table's reads through its own)."""
+    with Stage(work, setting, result_table=_with_result_table(setting)) as stage, \
             CountingProxy(stage.server.endpoint_url) as publisher, \
             CountingProxy(stage.server.endpoint_url) as consumer:
         stage.publish(figures.counted_tasks, publisher.endpoint_url)
@@ -280,17 +323,26 @@ def requests(setting: Setting, work: Path, figures: Figures, log) -> None:
             time.sleep(1.0)  # let the last acks leave
         figures.publish_requests = publisher.counts()
         figures.consume_requests = consumer.counts()
+        if stage.table_proxy is not None:
+            figures.revocation_reads = stage.revocation_reads()
     log(f"  {setting.name}: requests publish {figures.publish_requests} "
-        f"consume {figures.consume_requests}")
+        f"consume {figures.consume_requests}, revocation reads {figures.revocation_reads}")
 
 
 def idle(setting: Setting, work: Path, figures: Figures, idle_seconds: float, log) -> None:
-    """Receives an idle worker makes, per queue and hour."""
-    with Stage(work, setting) as stage, CountingProxy(stage.server.endpoint_url) as proxy:
+    """Receives an idle worker makes, per queue and hour (and, for the kit, its reads of
+    the revocations, per worker and hour)."""
+    with Stage(work, setting, result_table=_with_result_table(setting)) as stage, \
+            CountingProxy(stage.server.endpoint_url) as proxy:
         with stage.worker(proxy.endpoint_url, "worker"):
             proxy.reset()  # start-up polls are not idle cost
+            if stage.table_proxy is not None:
+                stage.table_proxy.reset()
             time.sleep(idle_seconds)
             receives = proxy.counts().get("ReceiveMessage", 0)
+            if stage.table_proxy is not None:
+                figures.idle_revocation_reads_per_hour = \
+                    stage.revocation_reads() * 3600 / idle_seconds
     figures.idle_requests_per_queue_hour = receives * 3600 / idle_seconds
     log(f"  {setting.name}: idle {figures.idle_requests_per_queue_hour:.0f} receives per "
-        "queue-hour")
+        f"queue-hour, revocation reads per worker-hour {figures.idle_revocation_reads_per_hour}")

@@ -1,5 +1,5 @@
 """Queues made on an emulator the way the stack makes them (each with a DLQ and
-redrive), the worker-config document that describes them, a worker directory
+redrive) and a result table, the worker-config document that describes them, a worker directory
 rendered from it, and the environment its processes run with: shared by the
 integration tests and the benchmark."""
 
@@ -24,6 +24,17 @@ def sqs_client(endpoint_url: str):
     return boto3.client("sqs", endpoint_url=endpoint_url, region_name=REGION,
                         aws_access_key_id=EMULATOR_KEYS["AWS_ACCESS_KEY_ID"],
                         aws_secret_access_key=EMULATOR_KEYS["AWS_SECRET_ACCESS_KEY"])
+
+
+def create_result_table(endpoint_url: str, name: str) -> str:
+    """A result table keyed as the stack makes it (``id``, on demand); returns its name."""
+    boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=REGION,
+                 aws_access_key_id=EMULATOR_KEYS["AWS_ACCESS_KEY_ID"],
+                 aws_secret_access_key=EMULATOR_KEYS["AWS_SECRET_ACCESS_KEY"]).create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+    return name
 
 
 def create_queue(sqs, name: str, *, visibility: int, wait: int, max_receive_count: int = 3,

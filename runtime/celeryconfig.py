@@ -7,17 +7,14 @@ generated file and reads the emitted configuration when it starts, from
 ``CELERY_SQS_KIT_TRANSPORT=stock`` selects kombu's own. A missing or invalid document stops the worker with a
 :class:`runtime.errors.ConfigError` naming the source and the field.
 
-Importing it also installs :mod:`runtime.liveness`, so every worker configured
-this way keeps the state file ``python -m runtime.health`` checks (the worker
-image's HEALTHCHECK), :mod:`runtime.metrics`, which writes the worker's per-queue
-figures as CloudWatch EMF lines on its stdout, and :mod:`runtime.scale_in`, which
-protects an ECS task from scale-in while it runs tasks (only where ``ECS_AGENT_URI``
-is set).
+Importing it also installs the kit's worker hooks (:mod:`runtime.hooks`): the
+health state file, EMF metrics, ECS scale-in protection and revocation through the
+result table.
 """
 
 import os
 
-from runtime import liveness, metrics, revocation, scale_in
+from runtime import hooks
 from runtime.celery_settings import celery_settings
 from runtime.config import load_config
 from runtime.errors import ConfigError
@@ -25,10 +22,7 @@ from runtime.render import TRANSPORTS
 
 try:
     _config = load_config()
-    liveness.install()
-    metrics.install()
-    scale_in.install()
-    revocation.install()
+    hooks.install()
 except ConfigError as error:
     # One line, not a traceback through Celery's lazy settings loader.
     raise SystemExit(f"celery-sqs-kit: {error}") from None

@@ -5,8 +5,11 @@
 SOURCE is anything :func:`runtime.config.load_config` accepts (default: the
 ``CELERY_SQS_KIT_CONFIG`` environment variable). The file holds names, URLs and
 limits only, never credentials, and says where it came from. It selects the
-kit's bundled transport unless told ``--transport stock``; the choice is the one
-``broker_transport`` line.
+kit's bundled transport unless told ``--transport stock``; the choice is the
+``broker_transport`` line. With the bundled transport the file ends by installing
+the kit's worker hooks (:mod:`runtime.hooks`: health state file, metrics, scale-in
+protection, revoke through the result table), as ``runtime.celeryconfig`` does; the
+stock rendering is settings only, for kombu's transport as it ships.
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ def render(config: WorkerConfig, *, transport: str = BUNDLED_TRANSPORT) -> str:
         if name == "broker_transport":
             lines.append(f"# stock kombu: {STOCK_TRANSPORT!r}; bundled: {BUNDLED_TRANSPORT!r}")
         lines.append(f"{name} = {_literal(value)}")
+    if transport == BUNDLED_TRANSPORT:
+        lines += ["", "# The kit's worker hooks: health state file, metrics, scale-in protection,",
+                  "# revoke through the result table (runtime.hooks).",
+                  "from runtime.hooks import install as _install_kit_hooks  # noqa: E402",
+                  "", "_install_kit_hooks()"]
     return "\n".join(lines) + "\n"
 
 

@@ -10,12 +10,11 @@ import sys
 import time
 import uuid
 
-import boto3
 import pytest
 
 from local_aws.celery_worker import CeleryWorker
-from local_aws.fleet import EMULATOR_KEYS, create_queue, sqs_client, worker_document, worker_env
-from local_aws.moto_server import REGION
+from local_aws.fleet import (create_queue, create_result_table, sqs_client, worker_document,
+                             worker_env)
 from tests.integration.fleet import wait_for
 
 pytestmark = pytest.mark.integration
@@ -40,13 +39,7 @@ def record(tag):
 def fleet(moto, tmp_path):
     name = f"r{uuid.uuid4().hex[:10]}"
     queue = create_queue(sqs_client(moto.endpoint_url), name, visibility=60, wait=1)
-    table = f"{name}-results"
-    boto3.client("dynamodb", endpoint_url=moto.endpoint_url, region_name=REGION,
-                 aws_access_key_id=EMULATOR_KEYS["AWS_ACCESS_KEY_ID"],
-                 aws_secret_access_key=EMULATOR_KEYS["AWS_SECRET_ACCESS_KEY"]).create_table(
-        TableName=table, BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+    table = create_result_table(moto.endpoint_url, f"{name}-results")
     (tmp_path / "rtasks.py").write_text(TASKS)
     runs = tmp_path / "runs.txt"
     runs.touch()

@@ -10,10 +10,10 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import boto3
 import pytest
 
-from local_aws.fleet import EMULATOR_KEYS, create_queue, sqs_client, worker_document, worker_env
+from local_aws.fleet import (EMULATOR_KEYS, create_queue, create_result_table, sqs_client,
+                             worker_document, worker_env)
 from local_aws.moto_server import REGION
 from local_aws.worker_image import WorkerImage, build_image
 from runtime.render import main as render_main
@@ -35,14 +35,8 @@ def fleet(moto, tmp_path_factory):
     work = tmp_path_factory.mktemp("image-fleet")
     name = f"img{uuid.uuid4().hex[:10]}"
     queue = create_queue(sqs_client(moto.endpoint_url), name, visibility=60, wait=1)
-    boto3.client("dynamodb", endpoint_url=moto.endpoint_url, region_name=REGION,
-                 aws_access_key_id=EMULATOR_KEYS["AWS_ACCESS_KEY_ID"],
-                 aws_secret_access_key=EMULATOR_KEYS["AWS_SECRET_ACCESS_KEY"]).create_table(
-        TableName=f"{name}-results", BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
-    document = worker_document({name: queue}, default_queue=name,
-                               result_table=f"{name}-results")
+    document = worker_document({name: queue}, default_queue=name, result_table=create_result_table(
+        moto.endpoint_url, f"{name}-results"))
     (work / "worker-config.json").write_text(json.dumps(document))
     assert render_main(["--config", str(work / "worker-config.json"),
                         "--out", str(work / "celeryconfig.py"), "--transport", "bundled"]) == 0

@@ -7,12 +7,10 @@ import json
 import subprocess
 import sys
 
-import boto3
 import pytest
 
 from local_aws.celery_worker import CeleryWorker
-from local_aws.fleet import create_queue, worker_document
-from local_aws.moto_server import REGION
+from local_aws.fleet import create_queue, create_result_table, worker_document
 from local_aws.stage import PROJECT_ROOT
 from runtime.render import main as render_main
 from tests.integration.fleet import sqs_client, worker_env
@@ -37,12 +35,8 @@ def deployed(moto, tmp_path_factory):
     sqs = sqs_client(moto.endpoint_url)
     queues = {name: create_queue(sqs, name, visibility=120, wait=1)
               for name in ("work", "jobs.fifo")}
-    boto3.client("dynamodb", endpoint_url=moto.endpoint_url, region_name=REGION,
-                 aws_access_key_id="test", aws_secret_access_key="test").create_table(
-        TableName="results", BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
-    document = worker_document(queues, default_queue="work", result_table="results")
+    document = worker_document(queues, default_queue="work",
+                               result_table=create_result_table(moto.endpoint_url, "results"))
     (work / "worker-config.json").write_text(json.dumps(document))
     (work / "itasks.py").write_text(TASKS.format(config="celeryconfig"))
     return work, document, worker_env(work, moto.endpoint_url)
