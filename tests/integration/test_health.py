@@ -1,5 +1,6 @@
 """The health check against a real ``celery worker`` configured by runtime.celeryconfig:
-healthy while its event loop runs, stale when the loop stops, not running once killed."""
+healthy while its event loop runs, stale when the loop stops, not running once killed,
+a dead pool process named until the pool replaces it, lost credentials named."""
 
 from __future__ import annotations
 
@@ -65,6 +66,42 @@ def test_health_follows_the_worker_through_a_stopped_loop_and_a_kill(moto, tmp_p
                               "the kill to show")
         assert (code, line) == (1, f"worker process not running: pid {worker.pid} "
                                    f"(from {tmp_path / 'health.json'})")
+
+
+def test_health_names_a_dead_pool_process_until_the_pool_replaces_it(moto, tmp_path):
+    """A prefork child killed while its worker cannot replace it (the main process
+    stopped, within the staleness bound) is named; once the worker runs again the pool
+    replaces it and the check is healthy with the new process."""
+    name = f"h{uuid.uuid4().hex[:10]}"
+    queue = create_queue(sqs_client(moto.endpoint_url), name, visibility=30, wait=1)
+    (tmp_path / "htasks.py").write_text(TASKS)
+    state_file = tmp_path / "health.json"
+    env = worker_env(tmp_path, moto.endpoint_url,
+                     CELERY_SQS_KIT_CONFIG_JSON=json.dumps(
+                         worker_document({name: queue}, default_queue=name)),
+                     CELERY_SQS_KIT_HEALTH_FILE=str(state_file),
+                     CELERY_SQS_KIT_HEALTH_MAX_AGE="60")
+
+    def health() -> tuple[int, str]:
+        done = subprocess.run([sys.executable, "-m", "runtime.health"], env=env,
+                              capture_output=True, text=True, timeout=30, check=False)
+        return done.returncode, (done.stdout + done.stderr).strip()
+
+    with CeleryWorker("htasks", env, tmp_path / "worker.log", pool="prefork",
+                      concurrency=2) as worker:
+        wait_for(lambda: health()[0] == 0, 10, "a healthy worker")
+        victim = json.loads(state_file.read_text())["pool_pids"][0]
+        os.kill(worker.pid, signal.SIGSTOP)  # nothing reaps or replaces the child now
+        try:
+            os.kill(victim, signal.SIGKILL)
+            code, line = wait_for(lambda: (r := health())[0] == 1 and r, 10, "the dead child")
+            assert line == f"pool process not running: pid {victim} (worker pid {worker.pid})"
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
+        wait_for(lambda: health()[0] == 0 and
+                 victim not in json.loads(state_file.read_text())["pool_pids"], 40,
+                 "the pool to replace its process")
+        assert len(json.loads(state_file.read_text())["pool_pids"]) == 2
 
 
 def test_health_names_lost_credentials_and_recovers_with_them(moto, tmp_path):
