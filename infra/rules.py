@@ -8,8 +8,14 @@ raises :class:`runtime.errors.SpecError` naming the field, the rule and the valu
 
 Why each rule exists:
 
-- visibility timeout > task time limit + countdown + margin: otherwise SQS hands
-  a running task to a second worker (the redelivery loop in Celery's caveats).
+- the visibility timeout depends on the transport that consumes the queue. Stock
+  kombu never extends it, so it must outlast task time limit + countdown + margin,
+  or SQS hands a running task to a second worker (the redelivery loop in Celery's
+  caveats), and a killed worker's tasks wait that long to run again. The bundled
+  transport's heartbeat keeps held messages invisible (``runtime.visibility``), so the
+  timeout is only how long a killed worker's messages stay hidden: short (60 s by
+  default), but long enough for an extension to land in time (>= 30 s), while a task's
+  time limit must fit in SQS's 12-hour cap on a message's invisibility, less a margin.
 - wait time 0..20: SQS's long-poll range; the queue and the runtime share it.
 - backoff steps < maxReceiveCount: otherwise retries land in the DLQ first.
 - FIFO names end in ``.fifo`` (and only FIFO names do); the DLQ has the same type.
@@ -35,11 +41,23 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from runtime.errors import SpecError
+from runtime.schema import BUNDLED, TRANSPORT_NAMES
+from runtime.visibility import MAX_HOLD_SECONDS
 
 Unresolved = Callable[[Any], bool]
 
 VISIBILITY_MARGIN_SECONDS = 60
 """Slack between a task's hard time limit and its message becoming visible again."""
+
+BUNDLED_VISIBILITY_TIMEOUT = 60
+"""The default with the bundled transport. A killed worker's messages reappear when the
+window its heartbeat last granted ends, at most this long after the kill (half of it
+at least: the heartbeat extends with half left); a waiting long poll then returns them
+at once. So a task of a killed worker runs again within about a minute."""
+MIN_BUNDLED_VISIBILITY = 30
+"""The heartbeat extends a held message when half its window is left and retries a
+failed extension with a backoff of up to a quarter of it (``runtime.lane``); below 30 s
+one slow call (10 s read timeout) could use up what is left of the window."""
 
 MAX_VISIBILITY_TIMEOUT = 43_200
 MAX_WAIT_TIME = 20
@@ -118,10 +136,42 @@ def check_queue_name(field: str, name: Any, *, fifo: bool, dead_letter_queue: bo
             f"{MAX_QUEUE_NAME_LENGTH} characters (SQS rule)", name)
 
 
-def check_visibility_covers_tasks(prefix: str, *, visibility_timeout: Any, task_time_limit: Any,
-                                  max_countdown: Any,
+def check_transport(field: str, transport: Any) -> None:
+    if transport not in TRANSPORT_NAMES:
+        raise SpecError(field, "must be " + " or ".join(repr(t) for t in TRANSPORT_NAMES)
+                        + " (the transport that consumes the queues)", transport)
+
+
+def default_visibility_timeout(*, transport: str, task_time_limit: int,
+                               max_countdown: int) -> int:
+    """The bundled transport's short window, or the shortest stock kombu can keep
+    (:func:`check_visibility_covers_tasks`): recovery from a killed worker takes as long."""
+    if transport == BUNDLED:
+        return BUNDLED_VISIBILITY_TIMEOUT
+    return task_time_limit + max_countdown + VISIBILITY_MARGIN_SECONDS
+
+
+def check_visibility_covers_tasks(prefix: str, *, transport: str, visibility_timeout: Any,
+                                  task_time_limit: Any, max_countdown: Any,
                                   unresolved: Unresolved = never_unresolved) -> None:
-    """A message must stay invisible for as long as its task can be held and run."""
+    """A message must stay invisible for as long as its task can be held and run: by the
+    visibility timeout alone (stock), or by the bundled transport's heartbeat, which
+    needs a window it can extend in time and stops at SQS's 12-hour cap."""
+    if transport == BUNDLED:
+        if not unresolved(visibility_timeout) and visibility_timeout < MIN_BUNDLED_VISIBILITY:
+            raise SpecError(
+                f"{prefix}visibility_timeout",
+                f"must be >= {MIN_BUNDLED_VISIBILITY} seconds with the bundled transport: its "
+                "heartbeat extends a message when half the window is left, and a shorter "
+                "window leaves no time for a retry", visibility_timeout)
+        longest = MAX_HOLD_SECONDS - VISIBILITY_MARGIN_SECONDS
+        if not unresolved(task_time_limit) and task_time_limit > longest:
+            raise SpecError(
+                f"{prefix}task_time_limit",
+                f"must be <= {longest} seconds with the bundled transport: SQS keeps a "
+                f"message invisible at most {MAX_HOLD_SECONDS} s from its receipt, less a "
+                f"{VISIBILITY_MARGIN_SECONDS} s margin", task_time_limit)
+        return
     if any(unresolved(v) for v in (visibility_timeout, task_time_limit, max_countdown)):
         return
     needed = task_time_limit + max_countdown + VISIBILITY_MARGIN_SECONDS
@@ -129,8 +179,8 @@ def check_visibility_covers_tasks(prefix: str, *, visibility_timeout: Any, task_
         raise SpecError(
             f"{prefix}visibility_timeout",
             f"must be >= task_time_limit ({task_time_limit}) + max_countdown ({max_countdown}) "
-            f"+ {VISIBILITY_MARGIN_SECONDS} s margin = {needed} seconds, or SQS redelivers "
-            "running tasks to a second worker",
+            f"+ {VISIBILITY_MARGIN_SECONDS} s margin = {needed} seconds with the stock "
+            "transport, or SQS redelivers running tasks to a second worker",
             visibility_timeout,
         )
 
@@ -177,24 +227,28 @@ def check_retention(prefix: str, *, retention_period: Any, visibility_timeout: A
                         "dead letters unseen", dead_letter_retention_period)
 
 
-def check_queue(prefix: str, *, name: Any, fifo: bool, visibility_timeout: Any,
+def check_queue(prefix: str, *, transport: str, name: Any, fifo: bool, visibility_timeout: Any,
                 receive_wait_time: Any, retention_period: Any, max_message_size_bytes: Any,
                 dead_letter_queue: bool, max_receive_count: Any, dead_letter_retention_period: Any,
                 backoff_policy: Mapping[int, int], task_time_limit: Any, max_countdown: Any,
                 unresolved: Unresolved = never_unresolved, name_field: str = "name") -> None:
-    """Every per-queue rule, in the order a user would fix them. ``name_field`` is what
-    the caller calls the name (the spec's ``name``, the construct's ``queue_name``)."""
+    """Every per-queue rule, in the order a user would fix them, for the queue's consuming
+    ``transport`` (``bundled`` or ``stock``, checked by :func:`check_transport`).
+    ``name_field`` is what the caller calls the name (the spec's ``name``, the
+    construct's ``queue_name``)."""
     check_queue_name(f"{prefix}{name_field}", name, fifo=fifo,
                      dead_letter_queue=dead_letter_queue)
-    check_range(f"{prefix}visibility_timeout", visibility_timeout, 0, MAX_VISIBILITY_TIMEOUT,
-                "seconds", unresolved)
-    check_range(f"{prefix}receive_wait_time", receive_wait_time, 0, MAX_WAIT_TIME, "seconds",
-                unresolved)
+    # The task's limits first: a derived visibility timeout is computed from them.
     check_range(f"{prefix}task_time_limit", task_time_limit, 1, MAX_VISIBILITY_TIMEOUT, "seconds",
                 unresolved)
     check_range(f"{prefix}max_countdown", max_countdown, 0, MAX_VISIBILITY_TIMEOUT, "seconds",
                 unresolved)
-    check_visibility_covers_tasks(prefix, visibility_timeout=visibility_timeout,
+    check_range(f"{prefix}visibility_timeout", visibility_timeout, 0, MAX_VISIBILITY_TIMEOUT,
+                "seconds", unresolved)
+    check_range(f"{prefix}receive_wait_time", receive_wait_time, 0, MAX_WAIT_TIME, "seconds",
+                unresolved)
+    check_visibility_covers_tasks(prefix, transport=transport,
+                                  visibility_timeout=visibility_timeout,
                                   task_time_limit=task_time_limit, max_countdown=max_countdown,
                                   unresolved=unresolved)
     check_range(f"{prefix}max_message_size_bytes", max_message_size_bytes, MIN_MESSAGE_SIZE,
@@ -278,8 +332,9 @@ MAX_RECEIVE_ERRORS = 100_000
 def message_age_threshold(*, visibility_timeout: int, task_time_limit: int, max_countdown: int,
                           backoff_policy: Mapping[int, int]) -> int:
     """The oldest a healthy message gets, in seconds: held for its countdown, its
-    backoff delays, one redelivery after a lost worker (the visibility timeout), then
-    its run (the task time limit). ApproximateAgeOfOldestMessage counts received,
+    backoff delays, one redelivery after a lost worker (it reappears at most the
+    visibility timeout after the loss, with either transport), then its run (the task
+    time limit). ApproximateAgeOfOldestMessage counts received,
     undeleted messages too, so all of these age the oldest message."""
     return max_countdown + sum(backoff_policy.values()) + visibility_timeout + task_time_limit
 

@@ -10,6 +10,10 @@ Fleet fields (``KitSpec``):
 field                          default             meaning
 =============================  ==================  ==========================================
 ``stack_name``                 ``CelerySqsKit``    CloudFormation stack name
+``transport``                  ``bundled``         what consumes the queues: ``bundled``
+                                                   (``runtime.transport``) or ``stock``
+                                                   (kombu's own); the visibility rules
+                                                   and defaults follow it (below)
 ``queues``                     one ``celery``      list of queue specs (below)
 ``default_queue``              first queue         Celery's ``task_default_queue``
 ``producer_role``              ``true``            an ECS task role for the application tier
@@ -36,7 +40,8 @@ field                            default      meaning
 ``name``                         (required)   Celery queue name; also the SQS queue name
 ``fifo``                         ``false``    FIFO queue (name must end in ``.fifo``)
 ``content_based_deduplication``  ``false``    FIFO only: dedupe on the body's SHA-256
-``visibility_timeout``           ``1800``     seconds a received message stays invisible
+``visibility_timeout``           derived      seconds a received message stays invisible
+                                              (see Visibility, below)
 ``receive_wait_time``            ``20``       long-poll seconds, 0..20, queue and runtime
 ``retention_period``             ``345600``   seconds SQS keeps a message (4 days)
 ``max_message_size_bytes``       ``262144``   1024..1048576
@@ -57,10 +62,27 @@ field                            default      meaning
                                               ``retention_period`` - 1
 ===============================  ===========  ===============================================
 
+Visibility: how long a received message stays hidden is also how long a killed
+worker's tasks wait before another worker runs them, so it follows the transport:
+
+- ``bundled`` (default): ``60``, at least 30. The transport's heartbeat keeps a held
+  message invisible however long its task runs (extended when half the window is
+  left, up to SQS's 12-hour cap from receipt), so the window only bounds recovery: a
+  killed worker's tasks run again within a minute. ``task_time_limit`` must fit in
+  the cap: at most 43140 (12 h less a 60 s margin). ``max_countdown`` is not
+  bounded by the window.
+- ``stock``: ``task_time_limit + max_countdown + 60``, and at least that. kombu never
+  extends visibility: a shorter window hands running tasks to a second worker.
+
+The rendered ``celeryconfig.py`` and the import-time configuration select the
+spec's transport unless told otherwise (``--transport``,
+``CELERY_SQS_KIT_TRANSPORT``).
+
 Worker fleets (``WorkersSpec``): ``ecs`` (a Fargate service) and ``ec2`` (an Auto
 Scaling group running the worker image with docker), each absent (no fleet) or a
 mapping of the fields below; ``{}`` is a fleet with every default. Both run the
-worker image as uid:gid 10001:10001 with the bundled transport, reading the
+worker image as uid:gid 10001:10001 with the bundled transport (whatever
+``transport`` says: the bundled one keeps any queue's timing), reading the
 configuration from the stack's SSM parameter, in a VPC the stack makes.
 
 =============================  ===================  =========================================
@@ -86,9 +108,11 @@ field                          default              meaning
 ``stop_timeout``               ECS ``120``; EC2     seconds ``docker stop``/ECS waits for the
                                the longest          warm shutdown before SIGKILL. ECS 2..120
                                ``task_time_limit``  (Fargate's cap: longer tasks are killed
-                               of its queues        on scale-in and come back after their
-                                                    visibility timeout); EC2 1..7140, and the
-                                                    termination hook waits 60 s longer
+                               of its queues        on scale-in and run again once their
+                                                    visibility timeout ends, within a
+                                                    minute at the bundled default); EC2
+                                                    1..7140, and the termination hook
+                                                    waits 60 s longer
 ``cpu``, ``memory``            ``512``, ``1024``    ECS only: a Fargate CPU/memory pair
 ``instance_type``              ``t3.small``         EC2 only: the instance type (arm64 types
                                                     need an arm64 image)
@@ -125,7 +149,8 @@ is older than ``max_message_age``; workers report receive errors; no consumer.
 ``max_countdown + sum(backoff_policy delays) + visibility_timeout +
 task_time_limit`` (:func:`infra.rules.message_age_threshold`): its countdown, its
 backoff delays, one redelivery after a lost worker, then its run. The shipped
-``celery`` queue: 0 + 70 + 1800 + 1500 = 3370 s.
+``celery`` queue (bundled, so a 60 s visibility timeout): 0 + 70 + 60 + 1500 =
+1630 s.
 
 ``-c celery_sqs_kit:fleets=false`` leaves both fleets out whatever the spec says:
 the local stage deploys to an emulator without the scaling resource types.
@@ -150,6 +175,7 @@ from infra import rules
 from infra.backlog import target_backlog_per_worker
 from runtime.celery_settings import BUNDLED_PREFETCH
 from runtime.errors import SpecError
+from runtime.schema import BUNDLED
 
 CONTEXT_KEY = "celery_sqs_kit"
 _STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
@@ -170,7 +196,8 @@ class QueueSpec:
     name: str
     fifo: bool = False
     content_based_deduplication: bool = False
-    visibility_timeout: int = 1800
+    visibility_timeout: int = 0
+    """Resolved by :func:`load_spec`: the spec's value, else the transport's default."""
     receive_wait_time: int = 20
     retention_period: int = 345_600
     max_message_size_bytes: int = 262_144
@@ -258,6 +285,7 @@ class AlarmsSpec:
 class KitSpec:
     queues: tuple[QueueSpec, ...]
     stack_name: str = "CelerySqsKit"
+    transport: str = BUNDLED
     default_queue: str = ""
     producer_role: bool = True
     sts: StsSpec = StsSpec()
@@ -302,7 +330,9 @@ def load_spec(context: Mapping[str, Any] | None,
     if not isinstance(raw_queues, list) or not raw_queues:
         raise SpecError(f"{CONTEXT_KEY}.queues", "must be a non-empty list of queue specs",
                         raw_queues)
-    queues = tuple(_queue(i, q) for i, q in enumerate(raw_queues))
+    transport = _typed(CONTEXT_KEY, raw, "transport", str, BUNDLED)
+    rules.check_transport(f"{CONTEXT_KEY}.transport", transport)
+    queues = tuple(_queue(i, q, transport) for i, q in enumerate(raw_queues))
     names = [q.name for q in queues]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -358,6 +388,7 @@ def load_spec(context: Mapping[str, Any] | None,
     return KitSpec(
         queues=queues,
         stack_name=stack_name,
+        transport=transport,
         default_queue=default_queue,
         producer_role=_typed(CONTEXT_KEY, raw, "producer_role", bool, True),
         sts=sts,
@@ -370,7 +401,7 @@ def load_spec(context: Mapping[str, Any] | None,
     )
 
 
-def _queue(index: int, raw: Any) -> QueueSpec:
+def _queue(index: int, raw: Any, transport: str) -> QueueSpec:
     if not isinstance(raw, Mapping):
         raise SpecError(f"queues[{index}]", "must be a mapping with at least a name", raw)
     name = raw.get("name")
@@ -383,14 +414,17 @@ def _queue(index: int, raw: Any) -> QueueSpec:
             values[key] = _backoff_policy(where, raw.get(key, {}))
         elif key in ("backoff_tasks", "routes"):
             values[key] = tuple(_string_list(where, raw, key))
-        elif key == "max_message_age":
+        elif key in ("visibility_timeout", "max_message_age"):
             values[key] = _typed(where, raw, key, (int, type(None)), None)
         else:
             values[key] = _typed(where, raw, key, type(default), default)
     if values["content_based_deduplication"] and not values["fifo"]:
         raise SpecError(f"{where}.content_based_deduplication", "applies to FIFO queues only",
                         True)
-    rules.check_queue(f"{where}.", name=name, **{
+    if values["visibility_timeout"] is None:
+        values["visibility_timeout"] = rules.default_visibility_timeout(
+            transport=transport, **{k: values[k] for k in ("task_time_limit", "max_countdown")})
+    rules.check_queue(f"{where}.", transport=transport, name=name, **{
         k: v for k, v in values.items()
         if k not in ("content_based_deduplication", "backoff_tasks", "routes", "workers_send",
                      "dedicated_role", "max_message_age")})

@@ -7,7 +7,8 @@ Choices, and why:
 - ``broker_url = "sqs://"``: no keys; boto3's default chain supplies the ECS task
   role, the instance profile, or (in development) the environment.
 - ``broker_transport``: the one line that selects stock kombu (``"sqs"``) or the
-  kit's bundled transport (``BUNDLED_TRANSPORT``).
+  kit's bundled transport (``BUNDLED_TRANSPORT``); by default the one the spec names
+  (the document's ``transport``), whose visibility rules the queues were checked for.
 - ``predefined_queues``: every queue's URL, so kombu never lists, looks up or
   creates a queue (the worker roles may not); ``task_queues`` are
   ``no_declare``: declaring one only costs a GetQueueAttributes call, which a
@@ -20,8 +21,9 @@ Choices, and why:
   visibility clock runs while it waits, so prefetching more than one per process
   can outlive the visibility timeout. ``BUNDLED_PREFETCH`` with the bundled
   transport, whose heartbeat keeps prefetched messages invisible.
-- ``task_time_limit``: the smallest queue limit, so no task outlives the
-  visibility timeout of the queue it came from (the spec checks the margin).
+- ``task_time_limit``: the smallest queue limit, so no task outlives what the spec
+  checked for the queue it came from (its visibility timeout with stock, SQS's 12-hour
+  cap on the bundled heartbeat).
 - remote control and events off: SQS supports neither.
 """
 
@@ -32,16 +34,21 @@ from typing import Any
 from kombu import Queue
 
 from runtime.config import QueueConfig, WorkerConfig
+from runtime.schema import BUNDLED, STOCK
 
 STOCK_TRANSPORT = "sqs"
 BUNDLED_TRANSPORT = "runtime.transport:Transport"
 BUNDLED_PREFETCH = 10
 """With the bundled transport's heartbeat, prefetched messages stay invisible, so
 a full receive batch (10) per process is safe and halves receive calls."""
+TRANSPORTS = {BUNDLED: BUNDLED_TRANSPORT, STOCK: STOCK_TRANSPORT}
+"""The document's (and ``--transport``'s) names for each ``broker_transport``."""
 
 
 def celery_settings(config: WorkerConfig, *,
-                    transport: str = BUNDLED_TRANSPORT) -> dict[str, Any]:
+                    transport: str | None = None) -> dict[str, Any]:
+    """``transport`` is a ``broker_transport`` value; ``None`` takes the document's."""
+    transport = transport or TRANSPORTS[config.transport]
     queues = config.queues.values()
     wait_time = max(q.wait_time_seconds for q in queues)
     options: dict[str, Any] = {

@@ -13,6 +13,7 @@ The document (schema ``celery-sqs-kit/worker-config``, version 1)::
 
     {"schema": ..., "version": 1, "region": "eu-west-1",
      "endpoint_url": null,                      # optional
+     "transport": "bundled",                    # or "stock"; optional, default "bundled"
      "default_queue": "celery",
      "queues": {"celery": {"url", "arn", "fifo", "visibility_timeout",
                            "wait_time_seconds", "task_time_limit", "max_countdown",
@@ -38,7 +39,7 @@ from types import MappingProxyType
 from typing import Any
 
 from runtime.errors import ConfigError
-from runtime.schema import OUTPUT_KEY, SCHEMA, VERSION
+from runtime.schema import BUNDLED, OUTPUT_KEY, SCHEMA, TRANSPORT_NAMES, VERSION
 
 ENV_SOURCE = "CELERY_SQS_KIT_CONFIG"
 ENV_DOCUMENT = "CELERY_SQS_KIT_CONFIG_JSON"
@@ -89,6 +90,9 @@ class WorkerConfig:
     source: str
     region: str
     endpoint_url: str | None
+    transport: str
+    """What the spec's queue timings were checked for (``runtime.schema.TRANSPORT_NAMES``);
+    what is rendered unless told otherwise. Documents written before the field: bundled."""
     default_queue: str
     queues: Mapping[str, QueueConfig]
     sts: StsConfig | None
@@ -168,10 +172,15 @@ def parse_document(data: Any, source: str) -> WorkerConfig:
                      "result_backend."),
         ttl_seconds=_field(result_raw, "ttl_seconds", int, source, "result_backend."),
     )
+    transport = _optional(doc, "transport", str, source, "") or BUNDLED
+    if transport not in TRANSPORT_NAMES:
+        raise ConfigError(source, "transport", f"must be one of {list(TRANSPORT_NAMES)}, "
+                          f"got {transport!r}")
     return WorkerConfig(
         source=source,
         region=_field(doc, "region", str, source, ""),
         endpoint_url=_optional(doc, "endpoint_url", str, source, ""),
+        transport=transport,
         default_queue=default_queue,
         queues=MappingProxyType(queues),
         sts=sts,

@@ -13,6 +13,7 @@ from constructs import Construct
 
 from infra import rules
 from runtime.errors import SpecError
+from runtime.schema import BUNDLED
 
 CONSUME_ACTIONS = (
     "sqs:ReceiveMessage",
@@ -34,8 +35,12 @@ class CeleryQueue(Construct):
 
     - ``queue_name``: the SQS and Celery queue name; FIFO names end in ``.fifo``.
     - ``fifo`` (default ``False``) and ``content_based_deduplication`` (``False``).
-    - ``visibility_timeout`` (default 30 minutes, Celery's default): 0..12 h, and at
-      least ``task_time_limit + max_countdown`` + 60 s.
+    - ``transport`` (default ``"bundled"``): what consumes the queue, ``"bundled"``
+      (``runtime.transport``, whose heartbeat extends held messages) or ``"stock"``
+      (kombu's own). The visibility timeout's default and rule follow it.
+    - ``visibility_timeout``: 0..12 h. Bundled: default 60 s, at least 30 s (how long a
+      killed worker's messages stay hidden), and ``task_time_limit`` at most 12 h less
+      60 s. Stock: default and minimum ``task_time_limit + max_countdown`` + 60 s.
     - ``receive_wait_time`` (default 20 s): long-poll wait, 0..20 s.
     - ``retention_period`` (default 4 days): 60 s..14 days, > visibility timeout.
     - ``max_message_size_bytes`` (default 262144): 1024..1048576.
@@ -62,7 +67,8 @@ class CeleryQueue(Construct):
         queue_name: str,
         fifo: bool = False,
         content_based_deduplication: bool = False,
-        visibility_timeout: Duration = Duration.minutes(30),
+        transport: str = BUNDLED,
+        visibility_timeout: Duration | None = None,
         receive_wait_time: Duration = Duration.seconds(20),
         retention_period: Duration = Duration.days(4),
         max_message_size_bytes: int = 262_144,
@@ -75,8 +81,12 @@ class CeleryQueue(Construct):
         encryption_key: kms.IKey | None = None,
         removal_policy: RemovalPolicy = RemovalPolicy.DESTROY,
     ) -> None:
+        rules.check_transport("transport", transport)
+        if visibility_timeout is None:
+            visibility_timeout = _default_visibility(transport, task_time_limit, max_countdown)
         rules.check_queue(
             "",
+            transport=transport,
             name=queue_name,
             fifo=fifo,
             visibility_timeout=visibility_timeout.to_seconds(),
@@ -160,3 +170,14 @@ class CeleryQueue(Construct):
         self.encryption_key.grant(grantee, *SEND_KEY_ACTIONS)
         return iam.Grant.add_to_principal(grantee=grantee, actions=list(SEND_ACTIONS),
                                           resource_arns=[self.queue.queue_arn])
+
+
+def _default_visibility(transport: str, task_time_limit: Duration,
+                        max_countdown: Duration) -> Duration:
+    limits = (task_time_limit.to_seconds(), max_countdown.to_seconds())
+    if transport != BUNDLED and any(Token.is_unresolved(v) for v in limits):
+        # Stock's default is computed from the limits, which are not known until deploy.
+        raise SpecError("visibility_timeout", "must be given with the stock transport when "
+                        "task_time_limit or max_countdown is a deploy-time value", None)
+    return Duration.seconds(rules.default_visibility_timeout(
+        transport=transport, task_time_limit=limits[0], max_countdown=limits[1]))

@@ -89,6 +89,7 @@ class CeleryKitStack(Stack):
                 queue_name=q.name,
                 fifo=q.fifo,
                 content_based_deduplication=q.content_based_deduplication,
+                transport=spec.transport,
                 visibility_timeout=Duration.seconds(q.visibility_timeout),
                 receive_wait_time=Duration.seconds(q.receive_wait_time),
                 retention_period=Duration.seconds(q.retention_period),

@@ -27,6 +27,7 @@ def worker_config_document(spec: KitSpec, *, queues: Mapping[str, CeleryQueue],
         "schema": SCHEMA,
         "version": VERSION,
         "region": Aws.REGION,
+        "transport": spec.transport,
         "endpoint_url": spec.endpoint_url,
         "default_queue": spec.default_queue,
         "queues": {

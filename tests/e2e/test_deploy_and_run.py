@@ -59,7 +59,8 @@ def test_deployed_queues_have_the_spec_attributes(stage):
     config = load_config(str(stage.outputs_file))
     attrs = sqs.get_queue_attributes(QueueUrl=config.queues["celery"].url,
                                      AttributeNames=["All"])["Attributes"]
-    assert attrs["VisibilityTimeout"] == "1800"
+    assert attrs["VisibilityTimeout"] == "60"  # the bundled transport's default
+    assert config.transport == "bundled"
     assert attrs["ReceiveMessageWaitTimeSeconds"] == "20"
     assert json.loads(attrs["RedrivePolicy"])["maxReceiveCount"] == 5
 

@@ -422,7 +422,8 @@ def test_worker_config_resolves_to_a_document_the_runtime_accepts(kit):
         assert queue.dead_letter_queue.arn.endswith(":" + name.replace(".fifo", "") + "-dlq"
                                                     + (".fifo" if queue.fifo else ""))
         assert queue.wait_time_seconds == 20
-    assert config.queues["reports"].visibility_timeout == 3600
+    assert config.transport == "bundled"
+    assert config.queues["reports"].visibility_timeout == 60
     assert dict(config.queues["celery"].backoff_policy) == {1: 10, 2: 20, 3: 40}
     assert config.sts is None
     assert config.result_backend.ttl_seconds == 86_400
@@ -553,9 +554,9 @@ def shipped_with(**queue_overrides) -> dict:
     pytest.param(shipped_with(visibility_timeout="1800"),
                  "queues[reports].visibility_timeout must be of type int", "'1800'",
                  id="wrong-type"),
-    pytest.param(shipped_with(visibility_timeout=3000),
-                 "queues[reports].visibility_timeout must be >= task_time_limit (3000)", "3000",
-                 id="visibility-below-task-limit"),
+    pytest.param(shipped_with(visibility_timeout=20),
+                 "queues[reports].visibility_timeout must be >= 30 seconds with the bundled "
+                 "transport", "20", id="visibility-below-heartbeat-minimum"),
     pytest.param({**shipped_with(), "celery_sqs_kit:extra_trusted_principals":
                   "arn:aws:iam::123456789012:user/ops,ops"},
                  "celery_sqs_kit.extra_trusted_principals[1]", "'ops'", id="bad-c-override"),

@@ -171,17 +171,25 @@ def test_without_dead_letter_queue_there_is_no_dlq_and_no_redrive(built):
     assert names == {"reports", "reports-dlq", "orders.fifo", "orders-dlq.fifo", "scratch"}
 
 
-def test_default_props_match_celery_defaults():
+def test_default_props_suit_the_bundled_transport():
     stack = new_stack("Defaults")
     CeleryQueue(stack, "Celery", queue_name="celery")
     template = Template.from_stack(stack)
     template.has_resource_properties("AWS::SQS::Queue", {
-        "QueueName": "celery", "VisibilityTimeout": 1800, "ReceiveMessageWaitTimeSeconds": 20,
+        "QueueName": "celery", "VisibilityTimeout": 60, "ReceiveMessageWaitTimeSeconds": 20,
         "MessageRetentionPeriod": 345_600, "MaximumMessageSize": 262_144,
         "RedrivePolicy": Match.object_like({"maxReceiveCount": 5}),
     })
     template.has_resource_properties("AWS::SQS::Queue", {
         "QueueName": "celery-dlq", "MessageRetentionPeriod": 1_209_600})
+
+
+def test_stock_transport_defaults_to_a_visibility_timeout_that_outlasts_the_task():
+    stack = new_stack("Stock")
+    CeleryQueue(stack, "Q", queue_name="stock", transport="stock",
+                task_time_limit=Duration.minutes(10), max_countdown=Duration.seconds(120))
+    Template.from_stack(stack).has_resource_properties("AWS::SQS::Queue", {
+        "QueueName": "stock", "VisibilityTimeout": 600 + 120 + 60})
 
 
 # --- validation at construction, token-aware ---------------------------------
@@ -222,9 +230,26 @@ def test_token_visibility_does_not_hide_a_concrete_bad_prop():
     assert raised.value.field == "receive_wait_time"
 
 
+def test_stock_default_needs_concrete_task_limits():
+    stack = new_stack("StockToken")
+    limit = CfnParameter(stack, "Limit", type="Number", default=600)
+    with pytest.raises(SpecError) as raised:
+        CeleryQueue(stack, "Q", queue_name="stock", transport="stock",
+                    task_time_limit=Duration.seconds(Token.as_number(limit.value_as_number)))
+    assert raised.value.field == "visibility_timeout"
+    assert "must be given with the stock transport" in str(raised.value)
+
+
 BAD_PROPS = [
-    ("visibility-below-task-limit", dict(visibility_timeout=Duration.seconds(100)),
+    ("stock-visibility-below-task-limit",
+     dict(transport="stock", visibility_timeout=Duration.seconds(100)),
      "visibility_timeout", "task_time_limit (1500) + max_countdown (0) + 60 s margin = 1560", 100),
+    ("bundled-visibility-below-heartbeat-minimum", dict(visibility_timeout=Duration.seconds(20)),
+     "visibility_timeout", "must be >= 30 seconds with the bundled transport", 20),
+    ("bundled-task-limit-beyond-12h-cap", dict(task_time_limit=Duration.hours(12)),
+     "task_time_limit", "must be <= 43140 seconds with the bundled transport", 43_200),
+    ("transport-unknown", dict(transport="sqs"), "transport", "must be 'bundled' or 'stock'",
+     "sqs"),
     ("visibility-above-12h", dict(visibility_timeout=Duration.hours(13)),
      "visibility_timeout", "must be 0..43200 seconds", 46_800),
     ("wait-above-20", dict(receive_wait_time=Duration.seconds(30)),

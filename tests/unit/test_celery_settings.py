@@ -55,6 +55,14 @@ def test_stock_prefetches_one_and_bundled_a_full_receive_batch():
     assert settings()["worker_prefetch_multiplier"] == 10
 
 
+def test_the_transport_is_the_documents_unless_given():
+    assert settings()["broker_transport"] == BUNDLED_TRANSPORT  # no transport: bundled
+    stock = settings(lambda d: d.update(transport="stock"))
+    assert (stock["broker_transport"], stock["worker_prefetch_multiplier"]) == (STOCK_TRANSPORT, 1)
+    assert settings(lambda d: d.update(transport="stock"),
+                    transport=BUNDLED_TRANSPORT)["broker_transport"] == BUNDLED_TRANSPORT
+
+
 def test_time_limit_is_the_smallest_queue_limit():
     assert settings()["task_time_limit"] == 900
 

@@ -63,6 +63,31 @@ def test_cli_writes_the_file(tmp_path, capsys):
     assert import_file(out).broker_transport == "sqs"
 
 
+def test_cli_renders_the_transport_the_document_names_unless_told(tmp_path):
+    source = tmp_path / "doc.json"
+    source.write_text(json.dumps({**document(), "transport": "stock"}))
+    out = tmp_path / "celeryconfig.py"
+    assert main(["--config", str(source), "--out", str(out)]) == 0
+    assert import_file(out).broker_transport == "sqs"
+    assert main(["--config", str(source), "--out", str(out), "--transport", "bundled"]) == 0
+    assert import_file(out).broker_transport == "runtime.transport:Transport"
+
+
+def test_rendering_stock_for_bundled_timings_warns_naming_the_short_queues(tmp_path, capsys):
+    doc = document()
+    doc["queues"]["celery"]["visibility_timeout"] = 60  # the bundled default; limit 1500
+    source = tmp_path / "doc.json"
+    source.write_text(json.dumps(doc))
+    out = tmp_path / "celeryconfig.py"
+    assert main(["--config", str(source), "--out", str(out), "--transport", "stock"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("celery-sqs-kit: warning: stock kombu never extends visibility")
+    assert "celery (60 s < 1500 s)" in err and "reports" not in err
+    assert import_file(out).broker_transport == "sqs"
+    assert main(["--config", str(source), "--out", str(out)]) == 0  # bundled: no warning
+    assert capsys.readouterr().err == ""
+
+
 def test_cli_reports_a_bad_document_in_one_line(tmp_path, capsys):
     source = tmp_path / "doc.json"
     doc = document()

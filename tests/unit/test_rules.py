@@ -11,7 +11,7 @@ from runtime.errors import SpecError
 PREFIX = "queues[reports]."
 
 VALID_QUEUE = dict(
-    name="reports", fifo=False, visibility_timeout=1800, receive_wait_time=20,
+    transport="stock", name="reports", fifo=False, visibility_timeout=1800, receive_wait_time=20,
     retention_period=345_600, max_message_size_bytes=262_144, dead_letter_queue=True,
     max_receive_count=5, dead_letter_retention_period=1_209_600, backoff_policy={},
     task_time_limit=1500, max_countdown=0,
@@ -36,12 +36,26 @@ def test_valid_queue_passes_every_rule():
     check()
 
 
+BUNDLED = dict(transport="bundled", visibility_timeout=60)
+
+
 # (id, overrides, field after the prefix, rule text, value reported)
 QUEUE_RULES = [
-    ("visibility-below-task-limit-plus-margin", dict(visibility_timeout=1559),
-     "visibility_timeout", "task_time_limit (1500) + max_countdown (0) + 60 s margin = 1560", 1559),
-    ("visibility-does-not-cover-countdown", dict(visibility_timeout=1800, max_countdown=300),
+    ("stock-visibility-below-task-limit-plus-margin", dict(visibility_timeout=1559),
+     "visibility_timeout", "task_time_limit (1500) + max_countdown (0) + 60 s margin = 1560 "
+     "seconds with the stock transport", 1559),
+    ("stock-visibility-does-not-cover-countdown", dict(visibility_timeout=1800, max_countdown=300),
      "visibility_timeout", "task_time_limit (1500) + max_countdown (300) + 60 s margin = 1860", 1800),
+    ("stock-short-visibility", dict(visibility_timeout=60),
+     "visibility_timeout", "with the stock transport, or SQS redelivers running tasks", 60),
+    ("bundled-visibility-below-heartbeat-minimum", dict(BUNDLED, visibility_timeout=29),
+     "visibility_timeout", "must be >= 30 seconds with the bundled transport: its heartbeat "
+     "extends a message when half the window is left", 29),
+    ("bundled-task-limit-beyond-12h-cap", dict(BUNDLED, task_time_limit=43_141),
+     "task_time_limit", "must be <= 43140 seconds with the bundled transport: SQS keeps a "
+     "message invisible at most 43200 s from its receipt", 43_141),
+    ("bundled-visibility-above-12h", dict(BUNDLED, visibility_timeout=43_201),
+     "visibility_timeout", "must be 0..43200 seconds", 43_201),
     ("visibility-above-12h", dict(visibility_timeout=43_201),
      "visibility_timeout", "must be 0..43200 seconds", 43_201),
     ("visibility-negative", dict(visibility_timeout=-1),
@@ -112,8 +126,14 @@ def test_queue_rule_names_field_rule_and_value(overrides, field, rule, value):
 
 
 @pytest.mark.parametrize("overrides", [
-    pytest.param(dict(visibility_timeout=1560), id="visibility-exactly-task-limit-plus-margin"),
-    pytest.param(dict(visibility_timeout=1860, max_countdown=300), id="visibility-covers-countdown"),
+    pytest.param(dict(visibility_timeout=1560), id="stock-visibility-exactly-task-limit-plus-margin"),
+    pytest.param(dict(visibility_timeout=1860, max_countdown=300),
+                 id="stock-visibility-covers-countdown"),
+    pytest.param(BUNDLED, id="bundled-short-visibility-with-long-tasks"),
+    pytest.param(dict(BUNDLED, visibility_timeout=30), id="bundled-visibility-at-heartbeat-minimum"),
+    pytest.param(dict(BUNDLED, task_time_limit=43_140), id="bundled-task-limit-exactly-fits-cap"),
+    pytest.param(dict(BUNDLED, max_countdown=43_200),
+                 id="bundled-countdown-not-bounded-by-the-window"),
     pytest.param(dict(receive_wait_time=0), id="short-polling"),
     pytest.param(dict(retention_period=1801), id="retention-just-above-visibility"),
     pytest.param(dict(dead_letter_retention_period=345_600), id="dlq-retention-equal-to-source"),
@@ -127,6 +147,21 @@ def test_queue_rule_names_field_rule_and_value(overrides, field, rule, value):
 ])
 def test_boundary_values_are_accepted(overrides):
     check(**overrides)
+
+
+def test_default_visibility_is_short_for_bundled_and_covers_tasks_for_stock():
+    assert rules.default_visibility_timeout(transport="bundled", task_time_limit=1500,
+                                            max_countdown=300) == 60
+    assert rules.default_visibility_timeout(transport="stock", task_time_limit=1500,
+                                            max_countdown=300) == 1860
+
+
+@pytest.mark.parametrize("transport", ["kit", "Bundled", None])
+def test_unknown_transport_names_field_rule_and_value(transport):
+    with pytest.raises(SpecError) as raised:
+        rules.check_transport("celery_sqs_kit.transport", transport)
+    assert_names(raised.value, "celery_sqs_kit.transport", "must be 'bundled' or 'stock'",
+                 transport)
 
 
 def test_dead_letter_queue_name_keeps_fifo_suffix_last():
@@ -164,13 +199,14 @@ def unresolved(value) -> bool:
     return value is UNKNOWN
 
 
+@pytest.mark.parametrize("transport", ["stock", "bundled"])
 @pytest.mark.parametrize("field", ["visibility_timeout", "task_time_limit", "max_countdown",
                                    "retention_period", "dead_letter_retention_period",
                                    "max_receive_count", "receive_wait_time",
                                    "max_message_size_bytes"])
-def test_unresolved_values_skip_their_rules(field):
-    rules.check_queue(PREFIX, **{**VALID_QUEUE, field: UNKNOWN, "backoff_policy": {1: 5}},
-                      unresolved=unresolved)
+def test_unresolved_values_skip_their_rules(field, transport):
+    rules.check_queue(PREFIX, **{**VALID_QUEUE, "transport": transport, field: UNKNOWN,
+                                 "backoff_policy": {1: 5}}, unresolved=unresolved)
 
 
 def test_unresolved_value_does_not_hide_a_concrete_bad_one():

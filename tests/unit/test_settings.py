@@ -20,6 +20,10 @@ def one_queue(**fields) -> dict:
     return {"queues": [{"name": "reports", **fields}]}
 
 
+def stock_queue(**fields) -> dict:
+    return {"transport": "stock", **one_queue(**fields)}
+
+
 def with_fleet(**fields) -> dict:
     return {"queues": [{"name": "celery"}], **fields}
 
@@ -37,11 +41,23 @@ def with_ec2(**fields) -> dict:
 
 # (id, context, spec path, rule text, value reported)
 SPEC_RULES = [
-    ("visibility-below-task-limit-plus-margin", one_queue(visibility_timeout=1500),
+    ("stock-visibility-below-task-limit-plus-margin", stock_queue(visibility_timeout=1500),
      "queues[reports].visibility_timeout",
-     "must be >= task_time_limit (1500) + max_countdown (0) + 60 s margin = 1560 seconds", 1500),
-    ("visibility-does-not-cover-countdown", one_queue(visibility_timeout=1800, max_countdown=300),
+     "must be >= task_time_limit (1500) + max_countdown (0) + 60 s margin = 1560 seconds "
+     "with the stock transport", 1500),
+    ("stock-visibility-does-not-cover-countdown",
+     stock_queue(visibility_timeout=1800, max_countdown=300),
      "queues[reports].visibility_timeout", "+ max_countdown (300) + 60 s margin = 1860", 1800),
+    ("stock-short-visibility", stock_queue(visibility_timeout=60),
+     "queues[reports].visibility_timeout", "or SQS redelivers running tasks to a second worker",
+     60),
+    ("bundled-visibility-below-heartbeat-minimum", one_queue(visibility_timeout=29),
+     "queues[reports].visibility_timeout", "must be >= 30 seconds with the bundled transport", 29),
+    ("bundled-task-limit-beyond-12h-cap", one_queue(task_time_limit=43_141),
+     "queues[reports].task_time_limit", "must be <= 43140 seconds with the bundled transport: "
+     "SQS keeps a message invisible at most 43200 s from its receipt", 43_141),
+    ("transport-unknown", with_fleet(transport="kombu"), "celery_sqs_kit.transport",
+     "must be 'bundled' or 'stock'", "kombu"),
     ("visibility-above-12h", one_queue(visibility_timeout=43_201),
      "queues[reports].visibility_timeout", "must be 0..43200 seconds", 43_201),
     ("visibility-negative", one_queue(visibility_timeout=-5),
@@ -53,8 +69,8 @@ SPEC_RULES = [
     ("wait-differs-between-queues",
      {"queues": [{"name": "celery"}, {"name": "reports", "receive_wait_time": 10}]},
      "queues[reports].receive_wait_time", "must equal queues[celery].receive_wait_time (20)", 10),
-    ("retention-not-above-visibility", one_queue(retention_period=1800),
-     "queues[reports].retention_period", "must be > visibility_timeout (1800)", 1800),
+    ("retention-not-above-visibility", one_queue(retention_period=60),
+     "queues[reports].retention_period", "must be > visibility_timeout (60)", 60),
     ("retention-below-minimum", one_queue(retention_period=59),
      "queues[reports].retention_period", "must be 60..1209600 seconds", 59),
     ("retention-above-14-days", one_queue(retention_period=1_209_601),
@@ -236,6 +252,7 @@ def test_spec_rule_names_path_rule_and_value(context, field, rule, value):
 
 def test_rule_breach_in_shipped_spec_is_reported_with_its_queue_name():
     context = copy.deepcopy(default_context())
+    context["transport"] = "stock"
     context["queues"][1]["visibility_timeout"] = 3000  # reports: task_time_limit 3000
     with pytest.raises(SpecError, match=r"^queues\[reports\]\.visibility_timeout .*= 3060 "
                                         r"seconds.*, got 3000$"):
@@ -247,7 +264,8 @@ def test_no_context_gives_one_default_queue():
     assert isinstance(spec, KitSpec)
     assert [q.name for q in spec.queues] == ["celery"]
     (celery,) = spec.queues
-    assert (celery.visibility_timeout, celery.receive_wait_time) == (1800, 20)
+    assert spec.transport == "bundled"
+    assert (celery.visibility_timeout, celery.receive_wait_time) == (60, 20)
     assert celery.dead_letter_queue and celery.max_receive_count == 5
     assert not celery.fifo and celery.workers_send and not celery.dedicated_role
     assert spec.default_queue == "celery"
@@ -257,6 +275,23 @@ def test_no_context_gives_one_default_queue():
     assert not spec.sts.enabled
     assert spec.extra_trusted_principals == ()
     assert spec.endpoint_url is None
+
+
+def test_bundled_default_visibility_is_short_whatever_the_task_limit():
+    spec = load_spec(one_queue(task_time_limit=7200, max_countdown=3600))
+    assert spec.queue("reports").visibility_timeout == 60
+
+
+def test_stock_default_visibility_covers_task_limit_countdown_and_margin():
+    spec = load_spec(stock_queue(task_time_limit=600, max_countdown=120))
+    assert spec.transport == "stock"
+    assert spec.queue("reports").visibility_timeout == 600 + 120 + 60
+
+
+def test_an_explicit_visibility_timeout_wins_over_the_transports_default():
+    assert load_spec(one_queue(visibility_timeout=300)).queue("reports").visibility_timeout == 300
+    assert load_spec(stock_queue(visibility_timeout=3600)).queue("reports") \
+        .visibility_timeout == 3600
 
 
 def test_empty_context_equals_no_context():
