@@ -1,7 +1,7 @@
 """The worker image, built from the repository's Dockerfile on the project's own container
 engine and run for real: as uid 10001 with neither aws_cdk nor pycurl, running tasks
-published from the host through moto, healthy by its HEALTHCHECK, and warm-stopped by
-``docker stop``. Skips, with the reason, only where no engine can be started."""
+published from the host through moto, healthy by its HEALTHCHECK, warm-stopped by
+``docker stop``, and its running task rerun by another container after ``docker kill``. Skips, with the reason, only where no engine can be started."""
 
 from __future__ import annotations
 
@@ -30,11 +30,14 @@ def image(engine) -> WorkerImage:
 
 @pytest.fixture(scope="module")
 def fleet(moto, tmp_path_factory):
+    return image_fleet(moto, tmp_path_factory.mktemp("image-fleet"), visibility=60)
+
+
+def image_fleet(moto, work, *, visibility: int):
     """A queue and a result table on moto, the document the container is given, and a
     host directory whose ``celeryconfig.py`` lets ``demo.tasks`` publish to that queue."""
-    work = tmp_path_factory.mktemp("image-fleet")
     name = f"img{uuid.uuid4().hex[:10]}"
-    queue = create_queue(sqs_client(moto.endpoint_url), name, visibility=60, wait=1)
+    queue = create_queue(sqs_client(moto.endpoint_url), name, visibility=visibility, wait=1)
     document = worker_document({name: queue}, default_queue=name, result_table=create_result_table(
         moto.endpoint_url, f"{name}-results"))
     (work / "worker-config.json").write_text(json.dumps(document))
@@ -104,3 +107,20 @@ def test_healthcheck_reports_the_running_worker_healthy(engine, image, fleet):
         last = json.loads(inspect(engine, name, "{{json .State.Health.Log}}"))[-1]
         assert status == "healthy", last
         assert last["ExitCode"] == 0 and last["Output"].startswith("healthy: pid 1,")
+
+
+def test_a_task_of_a_killed_container_reruns_on_another(engine, image, moto, tmp_path):
+    """kill -9 of a whole container mid-task (late acks): its held message comes back
+    after the visibility timeout, which the heartbeat had kept extending, and a second
+    container runs it; nothing is lost."""
+    work, host_env, container_env = image_fleet(moto, tmp_path, visibility=20)
+    with worker_container(engine, image, container_env) as first:
+        publish(host_env, "from demo.tasks import pause\n"
+                          "pause.delay(8)\n", work)
+        wait_for(lambda: "demo.tasks.pause" in logs(engine, first), 30, "the task to start")
+        engine.docker("kill", "--signal", "KILL", first)
+        with worker_container(engine, image, container_env) as second:
+            wait_for(lambda: "succeeded" in logs(engine, second), 90,
+                     "the second container to rerun the task")
+            assert "demo.tasks.pause" in logs(engine, second)
+        assert "succeeded" not in logs(engine, first)
