@@ -47,6 +47,32 @@ def test_warm_shutdown_gives_unstarted_messages_back_at_once(fleet, tmp_path):
     assert "slow first" in lines(runs)
 
 
+def test_sigterm_with_running_prefetched_and_eta_tasks_loses_and_repeats_none(fleet, tmp_path):
+    """The running task finishes, the prefetched and ETA ones go back at once (not after
+    the 600 s visibility timeout), and a second worker runs each of them exactly once,
+    the ETA one no earlier than its ETA."""
+    sqs, queue, env, runs = fleet(visibility=600)
+    publish(env, "from ttasks import slow, quick\nslow.delay('first', 3)\n"
+                 "[quick.delay(i) for i in range(4)]\n"
+                 "quick.apply_async(('eta',), countdown=8)", tmp_path)
+    published = time.time()
+    worker = CeleryWorker("ttasks", env, tmp_path / "first.log", pool="threads",
+                          concurrency=1).start()
+    try:
+        wait_for(lambda: "slow first" in lines(runs), 30, "the slow task to start")
+        wait_for(lambda: queue_counts(sqs, queue["url"])[1] == 6, 10, "all six held")
+    finally:
+        worker.stop()  # SIGTERM: warm shutdown
+    assert "slow first" in lines(runs)
+    assert queue_counts(sqs, queue["url"])[1] == 0  # nothing left invisible
+    with CeleryWorker("ttasks", env, tmp_path / "second.log", pool="threads", concurrency=1):
+        wait_for(lambda: len(lines(runs)) >= 6, 30, "the rest to run")
+        wait_for(lambda: queue_counts(sqs, queue["url"]) == (0, 0), 10, "every ack")
+    assert sorted(lines(runs)) == sorted(["slow first", "quick eta"] +
+                                         [f"quick {i}" for i in range(4)])
+    assert time.time() - published >= 8
+
+
 def dead_letters(sqs, queue) -> list[dict]:
     return sqs.receive_message(QueueUrl=queue["dead_letter_queue"]["url"],
                                MaxNumberOfMessages=10, MessageAttributeNames=["All"],
