@@ -12,6 +12,7 @@ caller can catch exactly what it means::
     │   ├── QueueAccessDenied    the role may not do this action on this queue
     │   ├── QueueNotFound        the URL names no queue (deleted? other region?)
     │   ├── MessageTooLarge      a task's message is over SQS's size limit; not sent
+    │   ├── EtaTooFar            a FIFO task's ETA is beyond what a worker may hold; not sent
     │   └── CredentialsError     credentials expired or the role cannot be assumed
     ├── PublishError         tasks of a batched publish SQS did not accept
     └── UsageError           an operator command (python -m runtime.ops) was asked for
@@ -91,6 +92,13 @@ class QueueNotFound(TransportError):
 class MessageTooLarge(TransportError):
     hint = ("send a reference to the data (an S3 key, a table row) instead of the data itself; "
             "nothing was sent")
+
+
+class EtaTooFar(TransportError):
+    hint = ("a FIFO queue takes no per-message delay, and a worker holds a message for at "
+            "most the transport option eta_hold_limit: publish nearer the ETA (celery beat), "
+            "use a standard queue (far ETAs are parked there), or raise eta_hold_limit (at "
+            "most 39600 s); nothing was sent")
 
 
 class CredentialsError(TransportError):

@@ -5,15 +5,18 @@ it or has it back::
 
     hold ─▶ held: extended before it would reappear ─┬─ ack ──────────▶ deleting ─▶ gone
                                                       ├─ dead_letter ──▶ sent to the DLQ ─▶ deleting
+                                                      ├─ park ─────────▶ sent to its queue again, delayed ─▶ deleting
                                                       ├─ release ──────▶ visibility 0 (or a backoff delay)
                                                       └─ forget ───────▶ left for SQS to redeliver
 
 A message is kept invisible until its delete has landed, not only until its ack,
 so a backed-up delete cannot let it reappear. Work is asked for from any thread
 (the hub, pool threads, receive threads) and done on the lane's thread, on each
-pass in this order: visibility changes, dead-letter moves, deletes (batches of
-10, sent when 10 wait or ``flush_delay`` after a batch's oldest ack; up to four on
-the wire at once when acks pile up), extensions (``runtime.visibility``).
+pass in this order: visibility changes, moves (to the DLQ, or parked: sent to the
+queue itself again with a delay, for a task whose ETA is too far away to hold),
+deletes (batches of 10, sent when 10 wait or ``flush_delay`` after a batch's oldest
+ack; up to four on the wire at once when acks pile up), extensions
+(``runtime.visibility``). A move's delete is asked for only once its send landed.
 
 Why a lane per queue: a slow or failing queue (throttled, its role's STS
 unreachable) delays only its own work; and a release is never undone by an
@@ -89,20 +92,27 @@ class _Backoff:
         self.failures, self.retry_at = 0, 0.0
 
 
-_WORK = {"change": "visibility change", "move": "move to the DLQ", "delete": "delete",
-         "extend": "visibility extension"}
+_WORK = {"change": "visibility change", "move": "move (to the DLQ, or parked)",
+         "delete": "delete", "extend": "visibility extension"}
 """Each kind of background work (its backoff and its ``WorkFailed`` events) as logs say it."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Move:
+    """A message sent as it is to another queue (the DLQ), or to its own queue with a
+    delay (parked), then deleted."""
+
     message: dict[str, Any]
-    reason: str
+    to: str
+    reason: str = ""
+    """Why it goes to the DLQ (``kit_reason``)."""
+    delay: int = 0
+    """DelaySeconds of a park."""
 
 
 class QueueLane:
-    """``hold``, ``ack``, ``release``, ``change_visibility``, ``dead_letter`` and ``forget``
-    from any thread; ``close(timeout)`` once, at shutdown."""
+    """``hold``, ``ack``, ``release``, ``change_visibility``, ``dead_letter``, ``park`` and
+    ``forget`` from any thread; ``close(timeout)`` once, at shutdown."""
 
     def __init__(self, *, queue: str | None, url: str, visibility_timeout: int,
                  client: ClientFor, dead_letter_url: str | None = None,
@@ -183,12 +193,22 @@ class QueueLane:
             logger.error("message %s on queue %r is %s and the queue has no DLQ: left for SQS "
                          "to deliver again", message.get("MessageId"), self.queue, reason)
             return
+        self._move(_Move(message, self.dead_letter_url, reason=reason))
+
+    def park(self, message: dict[str, Any], delay: int) -> None:
+        """Send this message (body and attributes as received) to its own queue again,
+        invisible for ``delay`` seconds, then delete the copy received; it is held until
+        that delete lands, so it cannot come back twice."""
+        self._move(_Move(message, self.url, delay=delay))
+
+    def _move(self, move: _Move) -> None:
+        handle = move.message["ReceiptHandle"]
         now = self._clock()
         with self._lock:
             held = self._held.setdefault(handle, Held(handle, now, now + self.visibility_timeout,
                                                       extending=self.heartbeat))
             held.done = True
-            self._moves.append(_Move(message, reason))
+            self._moves.append(move)
         self._wake()
 
     def holds(self, handle: str) -> bool:
@@ -266,8 +286,9 @@ class QueueLane:
                     return False
                 move = self._moves.pop(0)
             message = move.message
+            parked = move.to == self.url
             try:
-                client.send_message(**self._dead_letter_request(move))
+                client.send_message(**self._move_request(move, parked))
             except Exception as error:  # sorted below; none escapes the lane's thread
                 if is_transient(error):
                     with self._lock:
@@ -275,28 +296,33 @@ class QueueLane:
                     self._log_retry("move", 1, error)
                     return True
                 self.forget(message["ReceiptHandle"])
-                logger.error("could not move message %s of queue %r to its DLQ (%s); left for "
-                             "SQS to deliver again", message.get("MessageId"), self.queue,
-                             error_code(error))
+                logger.error("could not %s message %s of queue %r (%s); left for SQS to deliver "
+                             "again", "park" if parked else "move to its DLQ",
+                             message.get("MessageId"), self.queue, error_code(error))
                 self._tell_failure("move", error_code(error))
                 continue
-            logger.warning("moved message %s of queue %r to its DLQ: %s",
-                           message.get("MessageId"), self.queue, move.reason)
-            events.tell(events.DeadLettered(self.queue, 1, move.reason))
+            if not parked:  # a park was logged when it was decided, with its task's ETA
+                logger.warning("moved message %s of queue %r to its DLQ: %s",
+                               message.get("MessageId"), self.queue, move.reason)
+                events.tell(events.DeadLettered(self.queue, 1, move.reason))
             self._queue_delete(message["ReceiptHandle"])  # sent by the delete step after this
 
-    def _dead_letter_request(self, move: _Move) -> dict[str, Any]:
+    def _move_request(self, move: _Move, parked: bool) -> dict[str, Any]:
         message = move.message
         attributes = {name: {k: v for k, v in value.items()
                              if k in ("DataType", "StringValue", "BinaryValue")}
                       for name, value in (message.get("MessageAttributes") or {}).items()}
-        for name, text in ((REASON_ATTRIBUTE, move.reason), (SOURCE_ATTRIBUTE, str(self.queue))):
-            if len(attributes) < MAX_MESSAGE_ATTRIBUTES:  # the message's own come first
-                attributes[name] = {"DataType": "String", "StringValue": text}
-        request: dict[str, Any] = {"QueueUrl": self.dead_letter_url,
-                                   "MessageBody": message["Body"],
-                                   "MessageAttributes": attributes}
-        if str(self.dead_letter_url).endswith(".fifo"):
+        request: dict[str, Any] = {"QueueUrl": move.to, "MessageBody": message["Body"]}
+        if parked:
+            request["DelaySeconds"] = move.delay
+        else:
+            for name, text in ((REASON_ATTRIBUTE, move.reason),
+                               (SOURCE_ATTRIBUTE, str(self.queue))):
+                if len(attributes) < MAX_MESSAGE_ATTRIBUTES:  # the message's own come first
+                    attributes[name] = {"DataType": "String", "StringValue": text}
+        if attributes:
+            request["MessageAttributes"] = attributes
+        if move.to.endswith(".fifo"):  # a DLQ: FIFO queues are never parked
             system = message.get("Attributes", {})
             request["MessageGroupId"] = system.get("MessageGroupId", "dead-letters")
             request["MessageDeduplicationId"] = (system.get("MessageDeduplicationId")

@@ -76,6 +76,28 @@ Visibility
     set their delay the same way. Stock: no extension, so long tasks run twice;
     requeues wait ``wait_time_seconds``.
 
+Far ETAs
+    Celery keeps a countdown/ETA task in the worker until it is due (it sets no
+    DelaySeconds), and SQS ends a message's invisibility 12 hours after its receipt:
+    held longer, it would be delivered a second time. So a task received on a
+    standard queue whose ETA (its ``eta`` header; a naive one is UTC) is more than
+    ``eta_hold_limit`` seconds away (default and maximum 39600, 11 hours: the cap less
+    an hour to run) is not delivered: it is *parked*, sent to its own queue again with
+    its body and message attributes as received and DelaySeconds = what is beyond
+    the limit (at most 900), and the copy received is deleted once that send has
+    landed (it is held until then, so it is never in the queue twice). Each park is
+    logged at INFO with the task's id, name and ETA. When it comes back within the
+    limit it is delivered and held, extended, until it runs, exactly once. Cost, while
+    parked: a SendMessage and a share of a DeleteMessageBatch and of a receive every
+    15 minutes per task. Needs ``sqs:SendMessage`` on the queue (the kit's
+    ``workers_send``); refused, the message is left for SQS to deliver again (and,
+    after ``maxReceiveCount`` refusals, to the redrive policy's DLQ). Message
+    attributes the receive did not ask for (``fetch_message_attributes`` naming some)
+    are not carried over. FIFO queues take no per-message delay: publishing a FIFO
+    task with an ETA beyond the limit raises :class:`runtime.errors.EtaTooFar`
+    (naming the queue, the ETA and the limit) before any request. Stock: a task
+    held past its visibility timeout is delivered again (and run twice).
+
 Poison and rejected messages
     A message that is not a kombu message (not JSON, or no properties/headers)
     is sent to the queue's DLQ with its body, its own message attributes and the
@@ -118,6 +140,7 @@ Shutdown
 
 Options (``broker_transport_options``), with defaults:
 ``ack_flush_delay=0.1``, ``receive_batch_wait=0.1``, ``visibility_heartbeat=True``,
+``eta_hold_limit=39600`` (0..39600; checked when the channel opens, ``ConfigError``),
 ``shutdown_timeout=10``, ``sts_external_id=None``, ``receive_max_backoff=60``,
 ``session_token=None``; per predefined queue: ``dead_letter_queue`` (URL),
 ``visibility_timeout``, ``sts_role_arn``.
@@ -130,6 +153,7 @@ import random
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from queue import Empty
 from functools import cached_property
 from typing import Any
@@ -148,8 +172,9 @@ from runtime.credentials import RoleCredentials
 from runtime.lane import QueueLane, close_lanes
 from runtime.receive_window import ReceiveWindow
 from runtime.receiver import Receiver
-from runtime.errors import MessageTooLarge
+from runtime.errors import ConfigError, EtaTooFar, MessageTooLarge
 from runtime.sqs_errors import error_code, typed_error
+from runtime.visibility import MAX_ETA_HOLD_LIMIT, eta_of, park_delay
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +232,7 @@ class Channel(SQS.Channel):
         # Read now: kombu clears channel.connection during close(), before the final
         # acks and releases are sent, and these all go through it.
         for option in ("_credentials", "queue_name_prefix", "visibility_timeout",
-                       "wait_time_seconds", "region", "_receive_attributes"):
+                       "wait_time_seconds", "region", "_receive_attributes", "eta_hold_limit"):
             getattr(self, option)
 
     # options, each with its default in one place ---------------------------------
@@ -238,6 +263,18 @@ class Channel(SQS.Channel):
     @cached_property
     def max_message_bytes(self) -> int:
         return int(self.transport_options.get("max_message_bytes", publishing.MAX_BATCH_BYTES))
+
+    @cached_property
+    def eta_hold_limit(self) -> int:
+        """Seconds: a task whose ETA is further away is parked, not held (read, and so
+        checked, when the channel opens)."""
+        value = self.transport_options.get("eta_hold_limit", MAX_ETA_HOLD_LIMIT)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not 0 <= value <= MAX_ETA_HOLD_LIMIT:
+            raise ConfigError("broker_transport_options", "eta_hold_limit",
+                              f"must be 0..{MAX_ETA_HOLD_LIMIT} seconds (SQS's 12-hour cap "
+                              f"less an hour to run the task), got {value!r}")
+        return int(value)
 
     @cached_property
     def shutdown_timeout(self) -> float:
@@ -385,14 +422,27 @@ class Channel(SQS.Channel):
 
     def _accept(self, queue: str, qname: str, q_url: str,
                 messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Kombu payloads for a received batch: poison messages go to the DLQ, and the
-        whole batch is held (or, for no-ack consumers, acked) before any is delivered."""
+        """Kombu payloads for a received batch: poison messages go to the DLQ, tasks whose
+        ETA is too far away to hold are parked, and the rest of the batch is held (or, for
+        no-ack consumers, acked) before any is delivered."""
         lane = self.lane(q_url, qname)
         payloads = []
+        now = datetime.now(timezone.utc)
         for message in messages:
             payload = self._decode(message)
             if payload is None:
                 lane.dead_letter(message, POISON)
+                continue
+            # FIFO queues take no per-message delay: _put refuses their far ETAs instead.
+            eta = None if q_url.endswith(".fifo") else eta_of(payload["headers"])
+            delay = park_delay(eta, now, self.eta_hold_limit)
+            if eta is not None and delay:
+                logger.info("task %s (%s) of queue %r is due at %s, %.0f s away, beyond "
+                            "eta_hold_limit (%d s): sent to the queue again, delayed %d s, and "
+                            "this copy deleted", payload["headers"].get("id"),
+                            payload["headers"].get("task"), qname, eta.isoformat(),
+                            (eta - now).total_seconds(), self.eta_hold_limit, delay)
+                lane.park(message, delay)
             else:
                 payloads.append(self._envelope_payload(payload, payload.get("body"), message,
                                                        q_url))
@@ -504,6 +554,8 @@ class Channel(SQS.Channel):
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         headers = message.get("headers") or {}
         properties = message.get("properties")
+        if queue.endswith(".fifo"):
+            check_fifo_eta(queue, headers, self.eta_hold_limit)
         if queue.endswith(".fifo") and isinstance(properties, dict) and headers.get("id") \
                 and "MessageDeduplicationId" not in properties:
             # Stock makes up a random id, so a publisher that retries after a lost answer
@@ -585,6 +637,17 @@ def check_size(request: dict[str, Any], queue: str, limit: int) -> None:
     if size > limit:
         raise MessageTooLarge(queue, "SendMessage", "MessageTooLarge",
                               f"{size} bytes, the queue's limit is {limit} bytes")
+
+
+def check_fifo_eta(queue: str, headers: dict[str, Any], limit: int) -> None:
+    """Refuse, before any request, a FIFO task whose ETA is beyond ``limit``: no worker
+    could hold it until it is due (SQS's 12-hour cap) and a FIFO message cannot be
+    parked (no per-message DelaySeconds), so it would run twice or never."""
+    eta, now = eta_of(headers), datetime.now(timezone.utc)
+    if eta is not None and park_delay(eta, now, limit):
+        raise EtaTooFar(queue, "SendMessage", "EtaTooFar",
+                        f"ETA {eta.isoformat()} is {(eta - now).total_seconds():.0f} s away, "
+                        f"eta_hold_limit is {limit} s")
 
 
 class Transport(SQS.Transport):

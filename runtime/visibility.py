@@ -7,15 +7,34 @@ extended with ChangeMessageVisibilityBatch when half its visibility window is
 left, by the queue's visibility timeout each time, until it has been held for
 SQS's 12-hour maximum. The receive asks for that same visibility timeout, so
 the first window is the one planned here whatever the queue's own attribute
-says. This module only plans; ``runtime.lane`` sends.
+says.
+
+A task whose ETA is further away than the 12-hour cap cannot be held until it
+is due. Celery sets no DelaySeconds, so such a message is *parked* instead: when
+its ETA is more than ``eta_hold_limit`` away, it is sent to its queue again,
+delayed by what is beyond the limit (at most SQS's 15 minutes), and the copy
+received is deleted; it is held only once its ETA is within the limit.
+
+This module only plans; ``runtime.lane`` sends.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
 
 MAX_HOLD_SECONDS = 43_200
 """SQS caps a message's total invisibility at 12 hours from its receipt."""
+MAX_DELAY_SECONDS = 900
+"""SQS's longest DelaySeconds: a parked message comes back at least every 15 minutes."""
+ETA_RUN_MARGIN = 3_600
+"""What the 12-hour cap leaves a task held for ``eta_hold_limit``: an hour to run and
+be deleted."""
+MAX_ETA_HOLD_LIMIT = MAX_HOLD_SECONDS - ETA_RUN_MARGIN
+"""The longest, and the default, ``eta_hold_limit``: 11 hours."""
 
 
 @dataclass
@@ -41,3 +60,28 @@ def extension(held: Held, visibility_timeout: int, now: float) -> int:
     (0 once the cap is reached)."""
     left = MAX_HOLD_SECONDS - int(now - held.received_at) - 1
     return max(0, min(visibility_timeout, left))
+
+
+def eta_of(headers: Mapping[str, Any]) -> datetime | None:
+    """The ETA of a Celery (protocol 2) task message from its headers, timezone-aware;
+    ``None`` without one, or when it does not parse (Celery then says why). A naive
+    ETA is taken as UTC, as Celery does with ``enable_utc`` (its default)."""
+    value = headers.get("eta")
+    if not isinstance(value, str):
+        return None
+    try:
+        eta = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return eta if eta.tzinfo is not None else eta.replace(tzinfo=timezone.utc)
+
+
+def park_delay(eta: datetime | None, now: datetime, hold_limit: int) -> int:
+    """DelaySeconds to park a message whose task is due at ``eta``, or 0 to deliver it
+    now: parked while the ETA is more than ``hold_limit`` seconds away, for what is
+    beyond the limit (rounded up, so it comes back within the limit) and at most 15
+    minutes, then delivered and held for the rest."""
+    if eta is None:
+        return 0
+    beyond = (eta - now).total_seconds() - hold_limit
+    return 0 if beyond <= 0 else min(MAX_DELAY_SECONDS, math.ceil(beyond))

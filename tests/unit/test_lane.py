@@ -361,6 +361,67 @@ def test_a_dead_letter_move_failing_transiently_is_retried():
     assert stub.actions()[-1] == "DeleteMessageBatch"
 
 
+# parked (a task whose ETA is too far away to hold) -------------------------------------------
+def test_a_park_sends_the_message_again_as_received_delayed_then_deletes_it(heard):
+    stub = StubSqs()
+    q = lane(stub)
+    q.park(received(), 300)
+    q.close(timeout=5)
+    assert stub.actions() == ["SendMessage", "DeleteMessageBatch"]
+    assert stub.calls[0][1] == {"QueueUrl": URL, "MessageBody": "not kombu", "DelaySeconds": 300,
+                                "MessageAttributes": {"trace": {"DataType": "String",
+                                                                "StringValue": "t-9"}}}
+    assert entries(stub, "DeleteMessageBatch") == [{"Id": "0", "ReceiptHandle": "h1"}]
+    assert heard == []  # not a dead letter
+
+
+def test_a_parked_message_is_held_until_its_delete_lands():
+    """Send first, delete after: between the two, the copy received must not reappear."""
+    def respond(action, _kwargs):
+        if action == "DeleteMessageBatch" and clock.now < 1100:
+            raise EndpointConnectionError(endpoint_url=URL)
+        return {}
+    clock = Clock()
+    stub = StubSqs(respond)
+    q = lane(stub, clock=clock, delay=0.0)
+    q.park(received(), 900)
+    while clock.now < 1100:
+        q._tick()
+        assert q.holds("h1")
+        clock.now += 5
+    assert stub.actions().count("SendMessage") == 1
+    assert entries(stub, "ChangeMessageVisibilityBatch")  # extended while undeleted
+    for _ in range(10):  # the delete's backoff runs out
+        clock.now += 5
+        q._tick()
+    assert not q.holds("h1") and q.deleted == 1
+
+
+def test_a_park_failing_transiently_is_retried_and_only_then_deleted():
+    stub, clock = StubSqs(raising(EndpointConnectionError(endpoint_url=URL), 1)), Clock()
+    q = lane(stub, clock=clock, delay=0.0)
+    q.park(received(), 60)
+    q._tick()
+    assert stub.actions() == ["SendMessage"] and q.holds("h1")
+    clock.now += 1
+    q._tick()
+    assert stub.actions() == ["SendMessage", "SendMessage", "DeleteMessageBatch"]
+
+
+def test_a_refused_park_leaves_the_message_for_sqs_and_says_so(caplog):
+    def respond(_action, _kwargs):
+        raise ClientError({"Error": {"Code": "AccessDenied"},
+                           "ResponseMetadata": {"HTTPStatusCode": 403}}, "SendMessage")
+    stub, clock = StubSqs(respond), Clock()
+    q = lane(stub, clock=clock)
+    with caplog.at_level(logging.ERROR):
+        q.park(received(), 60)
+        q._tick()
+    assert not q.holds("h1")
+    assert stub.actions() == ["SendMessage"]  # never deleted
+    assert "could not park message m-1 of queue 'work' (AccessDenied)" in caplog.text
+
+
 @pytest.fixture
 def heard(monkeypatch) -> list:
     """The events the lanes tell, in order."""

@@ -5,8 +5,10 @@ rejects and a wider window resume it, or, once a slot is free, the batch wait.""
 
 from __future__ import annotations
 
+import json
 import select
 import threading
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from kombu import Connection
 from kombu.transport.SQS.exceptions import UndefinedQueueException
 
 from runtime import events
+from runtime.errors import ConfigError, EtaTooFar
 from runtime.transport import Transport
 
 QUEUE = "work"
@@ -228,3 +231,71 @@ def test_a_failed_receive_is_told_to_the_listeners_and_polled_again_later(
                          callback=lambda _n: None)
     assert heard == [events.ReceiveFailed(QUEUE, kind)]
     assert len(channel.hub.pending_timers()) == 1
+
+
+# far ETAs ------------------------------------------------------------------------------------
+class RecordingLane:
+    queue = QUEUE
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+        self.parked: list[tuple[str, int]] = []
+
+    def hold(self, handles):
+        self.held.extend(handles)
+
+    def park(self, message, delay):
+        self.parked.append((message["ReceiptHandle"], delay))
+
+
+def task_message(handle: str, eta_in: float | None) -> dict[str, Any]:
+    eta = None if eta_in is None else \
+        (datetime.now(timezone.utc) + timedelta(seconds=eta_in)).isoformat()
+    envelope = {"body": "W10=", "content-type": "application/json",
+                "content-encoding": "utf-8",
+                "headers": {"id": f"task-{handle}", "task": "t.add", "eta": eta},
+                "properties": {"body_encoding": "base64", "delivery_info": {}}}
+    return {"MessageId": handle, "ReceiptHandle": handle, "Body": json.dumps(envelope)}
+
+
+@pytest.mark.parametrize("url, parked", [("https://sqs.example/123/work", True),
+                                         ("https://sqs.example/123/work.fifo", False)],
+                         ids=["standard", "fifo"])
+def test_only_tasks_due_beyond_the_hold_limit_are_parked_the_rest_delivered_and_held(
+        channel, monkeypatch, caplog, url, parked):
+    lane = RecordingLane()
+    monkeypatch.setattr(channel, "lane", lambda _url, _name=None: lane)
+    batch = [task_message("now", None), task_message("soon", 3000),
+             task_message("far", 39_600 + 600)]
+    with caplog.at_level("INFO", logger="runtime.transport"):
+        delivered = channel._accept(QUEUE, QUEUE, url, batch)
+    tags = [p["properties"]["delivery_tag"] for p in delivered]
+    if parked:
+        assert tags == lane.held == ["now", "soon"]
+        assert lane.parked == [("far", 600)]  # what is beyond the limit, rounded up
+        assert "task task-far (t.add) of queue 'work' is due at" in caplog.text
+        assert "beyond eta_hold_limit (39600 s)" in caplog.text
+    else:  # no per-message delay on FIFO: publishing refuses such a task instead
+        assert tags == lane.held == ["now", "soon", "far"]
+        assert lane.parked == []
+
+
+@pytest.mark.parametrize("value", [-1, 39_601, 43_200, "11h", True])
+def test_an_eta_hold_limit_the_cap_cannot_honour_stops_the_channel_opening(value):
+    connection = Connection(transport=Transport, transport_options={
+        "region": "us-east-1", "eta_hold_limit": value,
+        "predefined_queues": {QUEUE: {"url": f"https://sqs.example/123/{QUEUE}"}}})
+    with pytest.raises(ConfigError, match=r"eta_hold_limit: must be 0\.\.39600 seconds .*got"):
+        connection.channel()
+
+
+def test_a_fifo_task_due_beyond_the_hold_limit_is_refused_before_any_request(
+        channel, monkeypatch):
+    requests: list[Any] = []
+    monkeypatch.setattr(channel, "sqs", lambda *a, **k: requests.append(a))
+    monkeypatch.setattr(channel, "_new_queue", lambda *a, **k: requests.append(a))
+    eta = (datetime.now(timezone.utc) + timedelta(hours=12)).isoformat()
+    with pytest.raises(EtaTooFar, match=r"SendMessage on queue 'orders.fifo' failed: EtaTooFar "
+                       rf"\(ETA {eta[:16]}.* is 4320\d s away, eta_hold_limit is 39600 s\)"):
+        channel._put("orders.fifo", {"headers": {"id": "t1", "eta": eta}, "properties": {}})
+    assert requests == []
