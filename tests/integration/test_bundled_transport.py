@@ -1,6 +1,7 @@
 """The bundled transport's promises, each shown with a real celery worker:
 a long task is not redelivered, warm shutdown gives unstarted messages back at
-once, poison and rejected messages reach the DLQ with their body and a reason."""
+once, poison, unknown, refused and rejected messages reach the DLQ with their body
+and a reason."""
 
 from __future__ import annotations
 
@@ -74,9 +75,10 @@ def test_sigterm_with_running_prefetched_and_eta_tasks_loses_and_repeats_none(fl
 
 
 def dead_letters(sqs, queue) -> list[dict]:
+    """The DLQ's messages, left visible (a poll that finds some does not hide them)."""
     return sqs.receive_message(QueueUrl=queue["dead_letter_queue"]["url"],
                                MaxNumberOfMessages=10, MessageAttributeNames=["All"],
-                               WaitTimeSeconds=0).get("Messages", [])
+                               VisibilityTimeout=0, WaitTimeSeconds=0).get("Messages", [])
 
 
 def test_an_undecodable_message_moves_to_the_dlq_with_its_body_and_a_reason(fleet, tmp_path):
@@ -101,6 +103,27 @@ def test_a_rejected_task_reaches_the_dlq_without_running_again(fleet, tmp_path):
     # the body moved as it was sent (kombu base64-encodes it)
     assert json.loads(base64.b64decode(moved["Body"]))["headers"]["task"] == "ttasks.refuse"
     assert lines(runs) == ["refuse r1"]
+
+
+def test_an_unknown_task_and_a_refused_content_type_reach_the_dlq_and_the_rest_runs(
+        fleet, tmp_path):
+    """Celery rejects both (an unregistered task name; pickle where only JSON is
+    accepted): each lands in the DLQ as sent, none is lost, the worker goes on."""
+    sqs, queue, env, runs = fleet(visibility=30)
+    publish(env, "from ttasks import app, quick\n"
+                 "app.send_task('ttasks.nope', ('x',))\n"
+                 "quick.apply_async(('pickled',), serializer='pickle')\n"
+                 "quick.delay('fine')\n", tmp_path)
+    with CeleryWorker("ttasks", env, tmp_path / "worker.log", pool="threads", concurrency=1):
+        moved = wait_for(lambda: len(found := dead_letters(sqs, queue)) == 2 and found, 30,
+                         "both in the DLQ")
+        wait_for(lambda: queue_counts(sqs, queue["url"]) == (0, 0), 10, "their deletion")
+    assert lines(runs) == ["quick fine"]
+    bodies = [json.loads(base64.b64decode(m["Body"])) for m in moved]
+    assert sorted((b["headers"]["task"], b["content-type"]) for b in bodies) == [
+        ("ttasks.nope", "application/json"), ("ttasks.quick", "application/x-python-serialize")]
+    assert {m["MessageAttributes"]["kit_reason"]["StringValue"] for m in moved} == {
+        "rejected without requeue"}
 
 
 def test_the_bundled_transport_needs_no_pycurl(fleet, tmp_path):
