@@ -1,4 +1,6 @@
-"""Three queues live through several STS token lifetimes with a real worker.
+"""Three queues live through several STS token lifetimes with a real worker; and a
+worker whose container-credentials endpoint is down for longer than a token lives
+heals by itself once it is back.
 
 moto enforces IAM here, shortens every STS session (a 900 s token lasts 13.5 s) and answers an expired token with ExpiredToken, as AWS does
 (``local_aws.moto_main``). The worker's base identity is an IAM user that may
@@ -17,11 +19,13 @@ import time
 import boto3
 import pytest
 
-from local_aws.celery_worker import CeleryWorker, role_environment
+from local_aws.celery_worker import CREDENTIAL_VARIABLES, CeleryWorker, role_environment
+from local_aws.container_credentials import CredentialsEndpoint, MintedCredentials
+from local_aws.counting_proxy import TokenCheckingProxy
 from local_aws.fleet import create_queue, prepare_worker_dir, worker_document
 from local_aws.moto_server import REGION, MotoServer
 from local_aws.operator import create_operator
-from tests.integration.fleet import RECORDING_TASKS, lines, wait_for
+from tests.integration.fleet import RECORDING_TASKS, lines, publish, recording_fleet, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -99,3 +103,35 @@ def test_three_queues_survive_token_rotation(enforcing, tmp_path):
     assumed = log.count(f"assumed {broker} as celery-")
     # refreshed before each expiry, once for all three queues (not once per queue)
     assert 3 <= assumed <= 2 * LIFETIMES + 2
+
+
+def test_a_credentials_outage_longer_than_a_token_heals_without_a_restart(fauxqs, tmp_path):
+    """The worker's only identity is a container-credentials endpoint serving 12 s
+    tokens; it goes down for 20 s, so the token in use expires and SQS (a proxy that
+    checks tokens) refuses it. Once the endpoint is back the same worker process gets a
+    new token and runs every task, those published during the outage too."""
+    minted = MintedCredentials(12, refresh_before=4)
+    with CredentialsEndpoint(minted) as endpoint, \
+            TokenCheckingProxy(fauxqs.endpoint_url, minted.expired) as proxy:
+        _sqs, _queue, publisher_env, runs = recording_fleet(
+            fauxqs.endpoint_url, proxy.endpoint_url, tmp_path, visibility=30)
+        worker_env = {**{k: v for k, v in publisher_env.items()
+                         if k not in CREDENTIAL_VARIABLES}, **endpoint.environment()}
+        with CeleryWorker("ttasks", worker_env, tmp_path / "worker.log", pool="threads",
+                          concurrency=2) as worker:
+            publish(publisher_env, "from ttasks import quick\n"
+                                   "[quick.delay(f'before {i}') for i in range(5)]", tmp_path)
+            wait_for(lambda: len(lines(runs)) == 5, 30, "the first tasks")
+            endpoint.go_down()
+            publish(publisher_env, "from ttasks import quick\n"
+                                   "[quick.delay(f'during {i}') for i in range(5)]", tmp_path)
+            wait_for(lambda: proxy.faulted().get("ExpiredToken"), 40,
+                     "the worker's token to expire and be refused")
+            publish(publisher_env, "from ttasks import quick\n"
+                                   "[quick.delay(f'refused {i}') for i in range(5)]", tmp_path)
+            endpoint.come_back()
+            wait_for(lambda: len(lines(runs)) >= 15, 60, "every task after the outage")
+            assert worker._process.poll() is None  # healed, not restarted
+        assert endpoint.refused > 0
+        assert sorted(lines(runs)) == sorted(f"quick {when} {i}" for i in range(5)
+                                             for when in ("before", "during", "refused"))
