@@ -36,11 +36,13 @@ Why each rule exists:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from runtime.errors import SpecError
+from runtime.limits import (FIFO_SUFFIX, MAX_COUNTDOWN, MAX_QUEUE_NAME_LENGTH,
+                            MAX_RECEIVE_COUNT, MAX_STS_SESSION, MAX_VISIBILITY_TIMEOUT,
+                            MAX_WAIT_TIME, MIN_RECEIVE_COUNT, MIN_STS_SESSION, QUEUE_NAME_BASE)
 from runtime.schema import BUNDLED, TRANSPORT_NAMES
 from runtime.visibility import MAX_HOLD_SECONDS
 
@@ -59,17 +61,9 @@ MIN_BUNDLED_VISIBILITY = 30
 failed extension with a backoff of up to a quarter of it (``runtime.lane``); below 30 s
 one slow call (10 s read timeout) could use up what is left of the window."""
 
-MAX_VISIBILITY_TIMEOUT = 43_200
-MAX_WAIT_TIME = 20
 MIN_RETENTION, MAX_RETENTION = 60, 1_209_600
 MIN_MESSAGE_SIZE, MAX_MESSAGE_SIZE = 1_024, 1_048_576
-MIN_RECEIVE_COUNT, MAX_RECEIVE_COUNT = 1, 1_000
-MIN_STS_SESSION, MAX_STS_SESSION = 900, 43_200
-MAX_QUEUE_NAME_LENGTH = 80
 DLQ_SUFFIX = "-dlq"
-FIFO_SUFFIX = ".fifo"
-
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 MAX_WORKERS = 1_000
 MAX_CONCURRENCY = 256
@@ -121,7 +115,7 @@ def check_queue_name(field: str, name: Any, *, fifo: bool, dead_letter_queue: bo
         raise SpecError(field, "of a FIFO queue must end in '.fifo' (SQS rule)", name)
     if not fifo and name.endswith(FIFO_SUFFIX):
         raise SpecError(field, "ends in '.fifo' but fifo is false (SQS rule)", name)
-    if not _QUEUE_NAME.match(base):
+    if not QUEUE_NAME_BASE.match(base):
         raise SpecError(
             field,
             "may contain only letters, digits, '-' and '_' (plus a '.fifo' suffix): kombu "
@@ -241,7 +235,7 @@ def check_queue(prefix: str, *, transport: str, name: Any, fifo: bool, visibilit
     # The task's limits first: a derived visibility timeout is computed from them.
     check_range(f"{prefix}task_time_limit", task_time_limit, 1, MAX_VISIBILITY_TIMEOUT, "seconds",
                 unresolved)
-    check_range(f"{prefix}max_countdown", max_countdown, 0, MAX_VISIBILITY_TIMEOUT, "seconds",
+    check_range(f"{prefix}max_countdown", max_countdown, 0, MAX_COUNTDOWN, "seconds",
                 unresolved)
     check_range(f"{prefix}visibility_timeout", visibility_timeout, 0, MAX_VISIBILITY_TIMEOUT,
                 "seconds", unresolved)

@@ -118,6 +118,10 @@ field                          default              meaning
                                                     need an arm64 image)
 =============================  ===================  =========================================
 
+``workers.scaling`` (default ``true``): each fleet scales on its backlog (below), and the
+EC2 fleet has its termination hook; ``false`` leaves out the scaling resources and the
+hook, for an emulator without those types (as ``-c celery_sqs_kit:scaling=false`` does).
+
 The scaling target, derived: one worker holds at most ``concurrency x prefetch
 multiplier`` messages at once (its pool's processes, each with its prefetched
 messages; the fleets run the bundled transport, whose multiplier is
@@ -175,6 +179,8 @@ from infra import rules
 from infra.backlog import target_backlog_per_worker
 from runtime.celery_settings import BUNDLED_PREFETCH
 from runtime.errors import SpecError
+from runtime.limits import (HTTP_URL, MAX_EXTERNAL_ID, MAX_RESULT_TTL, MIN_EXTERNAL_ID,
+                            MIN_RESULT_TTL)
 from runtime.schema import BUNDLED
 
 CONTEXT_KEY = "celery_sqs_kit"
@@ -380,6 +386,10 @@ def load_spec(context: Mapping[str, Any] | None,
         if not isinstance(arn, str) or not arn.startswith("arn:") or ":iam::" not in arn:
             raise SpecError(f"{CONTEXT_KEY}.extra_trusted_principals[{i}]",
                             "must be an IAM principal ARN (arn:aws:iam::ACCOUNT:user/NAME)", arn)
+    endpoint_url = _typed(CONTEXT_KEY, raw, "endpoint_url", (str, type(None)), None)
+    if endpoint_url is not None and not HTTP_URL.match(endpoint_url):
+        raise SpecError(f"{CONTEXT_KEY}.endpoint_url", "must be an http:// or https:// URL "
+                        "(a VPC endpoint's, or an emulator's) or null", endpoint_url)
     workers = _workers(raw.get("workers", {}), queues)
     if _off(FLEETS_CONTEXT_KEY, fleets):
         workers = WorkersSpec()
@@ -393,7 +403,7 @@ def load_spec(context: Mapping[str, Any] | None,
         producer_role=_typed(CONTEXT_KEY, raw, "producer_role", bool, True),
         sts=sts,
         result_backend=_result(raw.get("result_backend", {})),
-        endpoint_url=_typed(CONTEXT_KEY, raw, "endpoint_url", (str, type(None)), None),
+        endpoint_url=endpoint_url,
         config_parameter_name=parameter_name,
         extra_trusted_principals=tuple(principals),
         workers=workers,
@@ -449,9 +459,10 @@ def _sts(raw: Any) -> StsSpec:
     )
     rules.check_sts_session(f"{where}.", token_timeout=spec.token_timeout,
                             max_session_duration=spec.max_session_duration)
-    if spec.external_id is not None and not 2 <= len(spec.external_id) <= 1224:
-        raise SpecError(f"{where}.external_id", "must be 2..1224 characters (STS rule)",
-                        spec.external_id)
+    if spec.external_id is not None and \
+            not MIN_EXTERNAL_ID <= len(spec.external_id) <= MAX_EXTERNAL_ID:
+        raise SpecError(f"{where}.external_id", f"must be {MIN_EXTERNAL_ID}..{MAX_EXTERNAL_ID} "
+                        "characters (STS rule)", spec.external_id)
     return spec
 
 
@@ -462,7 +473,8 @@ def _result(raw: Any) -> ResultSpec:
     _reject_unknown(where, raw, ResultSpec)
     spec = ResultSpec(enabled=_typed(where, raw, "enabled", bool, True),
                       ttl_seconds=_typed(where, raw, "ttl_seconds", int, 86_400))
-    rules.check_range(f"{where}.ttl_seconds", spec.ttl_seconds, 60, 31_536_000, "seconds")
+    rules.check_range(f"{where}.ttl_seconds", spec.ttl_seconds, MIN_RESULT_TTL, MAX_RESULT_TTL,
+                      "seconds")
     return spec
 
 
@@ -499,7 +511,8 @@ def _workers(raw: Any, queues: tuple[QueueSpec, ...]) -> WorkersSpec:
     ec2 = raw.get("ec2")
     return WorkersSpec(
         ecs=None if ecs is None else _ecs_fleet(f"{where}.ecs", ecs, queues),
-        ec2=None if ec2 is None else _ec2_fleet(f"{where}.ec2", ec2, queues))
+        ec2=None if ec2 is None else _ec2_fleet(f"{where}.ec2", ec2, queues),
+        scaling=_typed(where, raw, "scaling", bool, True))
 
 
 def _ecs_fleet(where: str, raw: Any, queues: tuple[QueueSpec, ...]) -> EcsFleetSpec:

@@ -24,20 +24,25 @@ The document (schema ``celery-sqs-kit/worker-config``, version 1)::
      "result_backend": {"table", "ttl_seconds"} | null}
 
 Optional fields may be absent (CloudFormation drops nulls). It never holds
-credentials; a document that does is refused. Any problem raises
-:class:`runtime.errors.ConfigError` naming the source and the field.
+credentials; a document that does is refused. Every field is checked against what
+AWS and the runtime accept (:mod:`runtime.limits`, shared with the spec's rules), so a
+hand-edited or damaged document stops the worker at start, not at its first task. Any
+problem raises :class:`runtime.errors.ConfigError` naming the source, the field, the
+rule and the value.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from runtime import limits
 from runtime.errors import ConfigError
 from runtime.schema import BUNDLED, OUTPUT_KEY, SCHEMA, TRANSPORT_NAMES, VERSION
 
@@ -154,7 +159,7 @@ def parse_document(data: Any, source: str) -> WorkerConfig:
     _refuse_credentials(doc, source, "")
     raw_queues = _mapping(doc.get("queues"), source, "queues")
     if not raw_queues:
-        raise ConfigError(source, "queues", "must name at least one queue")
+        raise ConfigError(source, "queues", f"must name at least one queue, got {raw_queues!r}")
     queues = {name: _queue(name, raw, source) for name, raw in raw_queues.items()}
     default_queue = _field(doc, "default_queue", str, source, "")
     if default_queue not in queues:
@@ -162,25 +167,28 @@ def parse_document(data: Any, source: str) -> WorkerConfig:
                           f"{default_queue!r} is not one of the queues {sorted(queues)}")
     sts_raw = doc.get("sts")
     sts = None if sts_raw is None else StsConfig(
-        role_arn=_field(_mapping(sts_raw, source, "sts"), "role_arn", str, source, "sts."),
-        token_timeout=_field(sts_raw, "token_timeout", int, source, "sts."),
-        external_id=_optional(sts_raw, "external_id", str, source, "sts."),
+        role_arn=_field(_mapping(sts_raw, source, "sts"), "role_arn", str, source, "sts.",
+                        _ROLE_ARN),
+        token_timeout=_field(sts_raw, "token_timeout", int, source, "sts.", _range(
+            limits.MIN_STS_SESSION, limits.MAX_STS_SESSION, "seconds (STS rule)")),
+        external_id=_optional(sts_raw, "external_id", str, source, "sts.", _length(
+            limits.MIN_EXTERNAL_ID, limits.MAX_EXTERNAL_ID, "characters (STS rule)")),
     )
     result_raw = doc.get("result_backend")
     results = None if result_raw is None else ResultBackendConfig(
         table=_field(_mapping(result_raw, source, "result_backend"), "table", str, source,
-                     "result_backend."),
-        ttl_seconds=_field(result_raw, "ttl_seconds", int, source, "result_backend."),
+                     "result_backend.", _format(limits.TABLE_NAME, "must be a DynamoDB table "
+                                                "name: 3..255 letters, digits, '_', '-', '.'")),
+        ttl_seconds=_field(result_raw, "ttl_seconds", int, source, "result_backend.",
+                           _range(limits.MIN_RESULT_TTL, limits.MAX_RESULT_TTL, "seconds")),
     )
-    transport = _optional(doc, "transport", str, source, "") or BUNDLED
-    if transport not in TRANSPORT_NAMES:
-        raise ConfigError(source, "transport", f"must be one of {list(TRANSPORT_NAMES)}, "
-                          f"got {transport!r}")
     return WorkerConfig(
         source=source,
-        region=_field(doc, "region", str, source, ""),
-        endpoint_url=_optional(doc, "endpoint_url", str, source, ""),
-        transport=transport,
+        region=_field(doc, "region", str, source, "", _format(
+            limits.REGION, "must be an AWS region name such as eu-west-1")),
+        endpoint_url=_optional(doc, "endpoint_url", str, source, "", _HTTP_URL),
+        transport=_optional(doc, "transport", str, source, "", _one_of(TRANSPORT_NAMES))
+        or BUNDLED,
         default_queue=default_queue,
         queues=MappingProxyType(queues),
         sts=sts,
@@ -190,8 +198,12 @@ def parse_document(data: Any, source: str) -> WorkerConfig:
 
 def _queue(name: str, raw: Any, source: str) -> QueueConfig:
     where = f"queues.{name}."
+    if not limits.is_queue_name(name):
+        raise ConfigError(source, f"queues.{name}", "must be a queue name kombu looks up: "
+                          "letters, digits, '-' and '_' (and a '.fifo' suffix), at most "
+                          f"{limits.MAX_QUEUE_NAME_LENGTH} characters, got {name!r}")
     q = _mapping(raw, source, f"queues.{name}")
-    url = _field(q, "url", str, source, where)
+    url = _field(q, "url", str, source, where, _HTTP_URL)
     fifo = _field(q, "fifo", bool, source, where)
     if fifo != name.endswith(".fifo") or fifo != url.endswith(".fifo"):
         raise ConfigError(source, f"{where}fifo", f"is {fifo} but the name {name!r} and URL "
@@ -199,10 +211,11 @@ def _queue(name: str, raw: Any, source: str) -> QueueConfig:
     dlq_raw = q.get("dead_letter_queue")
     dlq = None if dlq_raw is None else DeadLetterConfig(
         url=_field(_mapping(dlq_raw, source, f"{where}dead_letter_queue"), "url", str, source,
-                   f"{where}dead_letter_queue."),
-        arn=_field(dlq_raw, "arn", str, source, f"{where}dead_letter_queue."),
+                   f"{where}dead_letter_queue.", _HTTP_URL),
+        arn=_field(dlq_raw, "arn", str, source, f"{where}dead_letter_queue.", _SQS_ARN),
         max_receive_count=_field(dlq_raw, "max_receive_count", int, source,
-                                 f"{where}dead_letter_queue."),
+                                 f"{where}dead_letter_queue.", _range(
+                                     limits.MIN_RECEIVE_COUNT, limits.MAX_RECEIVE_COUNT, "")),
     )
     policy_raw = _mapping(q.get("backoff_policy", {}), source, f"{where}backoff_policy")
     try:
@@ -210,23 +223,24 @@ def _queue(name: str, raw: Any, source: str) -> QueueConfig:
     except (TypeError, ValueError):
         raise ConfigError(source, f"{where}backoff_policy",
                           f"must map attempt numbers to seconds, got {dict(policy_raw)!r}") from None
-    wait = _field(q, "wait_time_seconds", int, source, where)
-    if not 0 <= wait <= 20:
-        raise ConfigError(source, f"{where}wait_time_seconds", f"must be 0..20, got {wait}")
     return QueueConfig(
         name=name,
         url=url,
-        arn=_field(q, "arn", str, source, where),
+        arn=_field(q, "arn", str, source, where, _SQS_ARN),
         fifo=fifo,
-        visibility_timeout=_field(q, "visibility_timeout", int, source, where),
-        wait_time_seconds=wait,
-        task_time_limit=_field(q, "task_time_limit", int, source, where),
-        max_countdown=_field(q, "max_countdown", int, source, where),
+        visibility_timeout=_field(q, "visibility_timeout", int, source, where,
+                                  _range(0, limits.MAX_VISIBILITY_TIMEOUT, "seconds")),
+        wait_time_seconds=_field(q, "wait_time_seconds", int, source, where,
+                                 _range(0, limits.MAX_WAIT_TIME, "seconds")),
+        task_time_limit=_field(q, "task_time_limit", int, source, where,
+                               _range(1, limits.MAX_VISIBILITY_TIMEOUT, "seconds")),
+        max_countdown=_field(q, "max_countdown", int, source, where,
+                             _range(0, limits.MAX_COUNTDOWN, "seconds")),
         dead_letter_queue=dlq,
         backoff_policy=MappingProxyType(policy),
         backoff_tasks=tuple(_strings(q, "backoff_tasks", source, where)),
         routes=tuple(_strings(q, "routes", source, where)),
-        sts_role_arn=_optional(q, "sts_role_arn", str, source, where),
+        sts_role_arn=_optional(q, "sts_role_arn", str, source, where, _ROLE_ARN),
     )
 
 
@@ -282,12 +296,39 @@ def _refuse_credentials(value: Any, source: str, where: str) -> None:
 
 def _mapping(value: Any, source: str, field: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
-        raise ConfigError(source, field, f"must be an object, got {type(value).__name__}"
-                          if value is not None else "is missing")
+        raise ConfigError(source, field, f"must be an object, got {type(value).__name__} "
+                          f"{value!r}" if value is not None else "is missing")
     return value
 
 
-def _field(raw: Mapping[str, Any], key: str, kind: type, source: str, where: str) -> Any:
+Check = Callable[[Any], "str | None"]
+"""A field's rule: what it must be when ``value`` breaks it, else ``None``."""
+
+
+def _range(low: int, high: int, unit: str) -> Check:
+    rule = f"must be {low}..{high}" + (f" {unit}" if unit else "")
+    return lambda value: None if low <= value <= high else rule
+
+
+def _length(low: int, high: int, unit: str) -> Check:
+    return lambda value: None if low <= len(value) <= high else f"must be {low}..{high} {unit}"
+
+
+def _format(pattern: re.Pattern[str], rule: str) -> Check:
+    return lambda value: None if pattern.match(value) else rule
+
+
+def _one_of(choices: tuple[str, ...]) -> Check:
+    return lambda value: None if value in choices else f"must be one of {list(choices)}"
+
+
+_HTTP_URL = _format(limits.HTTP_URL, "must be an http:// or https:// URL")
+_SQS_ARN = _format(limits.SQS_ARN, "must be an SQS queue ARN (arn:aws:sqs:REGION:ACCOUNT:NAME)")
+_ROLE_ARN = _format(limits.ROLE_ARN, "must be an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")
+
+
+def _field(raw: Mapping[str, Any], key: str, kind: type, source: str, where: str,
+           check: Check | None = None) -> Any:
     if key not in raw or raw[key] is None:
         raise ConfigError(source, f"{where}{key}", "is missing")
     value = raw[key]
@@ -295,12 +336,16 @@ def _field(raw: Mapping[str, Any], key: str, kind: type, source: str, where: str
         raise ConfigError(source, f"{where}{key}",
                           f"must be {kind.__name__}, got {type(value).__name__} {value!r}")
     if kind is str and not value:
-        raise ConfigError(source, f"{where}{key}", "is empty")
+        raise ConfigError(source, f"{where}{key}", "is empty, got ''")
+    broken = check(value) if check is not None else None
+    if broken:
+        raise ConfigError(source, f"{where}{key}", f"{broken}, got {value!r}")
     return value
 
 
-def _optional(raw: Mapping[str, Any], key: str, kind: type, source: str, where: str) -> Any:
-    return None if raw.get(key) is None else _field(raw, key, kind, source, where)
+def _optional(raw: Mapping[str, Any], key: str, kind: type, source: str, where: str,
+              check: Check | None = None) -> Any:
+    return None if raw.get(key) is None else _field(raw, key, kind, source, where, check)
 
 
 def _strings(raw: Mapping[str, Any], key: str, source: str, where: str) -> list[str]:

@@ -56,7 +56,8 @@ class EcsWorkerService(Construct):
     - ``min_capacity`` (default 0), ``max_capacity`` (default 2): running tasks.
     - ``stop_timeout`` (default 120 s, Fargate's maximum): SIGTERM starts the warm
       shutdown; tasks still running at the end are killed and come back to SQS
-      after their visibility timeout.
+      when their visibility timeout ends (within a minute at the bundled
+      transport's default, ``infra.rules.BUNDLED_VISIBILITY_TIMEOUT``).
     - ``log_retention`` (default one year), ``encryption_key`` (default: a new
       customer-managed key with rotation on; encrypts the log group).
     - ``scaling`` (default true): false leaves out the scalable target and its

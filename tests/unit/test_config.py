@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 import boto3
 import pytest
 from moto import mock_aws
 
-from runtime.config import ENV_DOCUMENT, ENV_SOURCE, load_config, parse_document
+from runtime.config import (ENV_DOCUMENT, ENV_SOURCE, DeadLetterConfig, QueueConfig,
+                            ResultBackendConfig, StsConfig, WorkerConfig, load_config,
+                            parse_document)
 from runtime.errors import ConfigError
 from tests.documents import document
 
@@ -108,19 +111,10 @@ def _broken(mutate) -> dict:
     (lambda d: d.update(schema="something-else"), "schema", "must be 'celery-sqs-kit/worker-config'"),
     (lambda d: d.update(version=2), "version", "unknown version 2"),
     (lambda d: d.pop("queues"), "queues", "is missing"),
-    (lambda d: d.update(queues={}), "queues", "must name at least one queue"),
     (lambda d: d["queues"]["celery"].pop("url"), "queues.celery.url", "is missing"),
     (lambda d: d["queues"]["celery"].update(url=""), "queues.celery.url", "is empty"),
-    (lambda d: d["queues"]["celery"].update(visibility_timeout="1800"),
-     "queues.celery.visibility_timeout", "must be int, got str"),
-    (lambda d: d["queues"]["celery"].update(wait_time_seconds=25),
-     "queues.celery.wait_time_seconds", "must be 0..20, got 25"),
-    (lambda d: d["queues"]["celery"].update(fifo=True), "queues.celery.fifo", "must both end in '.fifo'"),
-    (lambda d: d["queues"]["celery"].update(backoff_policy={"one": 10}),
-     "queues.celery.backoff_policy", "must map attempt numbers"),
     (lambda d: d["queues"]["celery"]["dead_letter_queue"].pop("arn"),
      "queues.celery.dead_letter_queue.arn", "is missing"),
-    (lambda d: d.update(default_queue="nope"), "default_queue", "'nope' is not one of the queues"),
     (lambda d: d.pop("region"), "region", "is missing"),
     (lambda d: d.update(sts={"token_timeout": 900}), "sts.role_arn", "is missing"),
     (lambda d: d["queues"]["celery"].update(secret_access_key="x"),
@@ -134,6 +128,108 @@ def test_broken_document_names_source_and_field(mutate, field, problem):
     assert caught.value.field == field
     assert problem in str(caught.value)
     assert str(caught.value).startswith(f"outputs.json: {field}: ")
+
+
+ROLE = "arn:aws:iam::123456789012:role/broker"
+
+
+def full_document() -> dict:
+    """``document()`` with every optional field set, so that each can be broken."""
+    doc = document()
+    doc.update(transport="bundled", endpoint_url="https://sqs.us-east-1.amazonaws.com",
+               sts={"role_arn": ROLE, "token_timeout": 900, "external_id": "fleet-7"})
+    doc["queues"]["celery"]["sts_role_arn"] = ROLE
+    return doc
+
+
+# (path in the document, bad value, rule text): the field is the path joined with dots;
+# ("queues", NAME) renames the celery queue to NAME.
+BAD_VALUES = [
+    (("region",), "us east 1", "must be an AWS region name such as eu-west-1"),
+    (("endpoint_url",), "localhost:4566", "must be an http:// or https:// URL"),
+    (("transport",), "kombu", "must be one of ['bundled', 'stock']"),
+    (("default_queue",), "nope", "is not one of the queues ['celery', 'orders.fifo', 'reports']"),
+    (("queues",), {}, "must name at least one queue"),
+    (("sts",), "broker", "must be an object, got str"),
+    (("result_backend",), ["results-table"], "must be an object, got list"),
+    (("queues", "celery.v2"), "celery.v2", "must be a queue name kombu looks up"),
+    (("queues", "celery", "url"), "sqs/celery", "must be an http:// or https:// URL"),
+    (("queues", "celery", "arn"), "celery", "must be an SQS queue ARN"),
+    (("queues", "celery", "fifo"), True, "must both end in '.fifo' exactly when fifo is true"),
+    (("queues", "celery", "visibility_timeout"), "1800", "must be int, got str"),
+    (("queues", "celery", "visibility_timeout"), 43_201, "must be 0..43200 seconds"),
+    (("queues", "celery", "wait_time_seconds"), 25, "must be 0..20 seconds"),
+    (("queues", "celery", "task_time_limit"), 0, "must be 1..43200 seconds"),
+    (("queues", "celery", "max_countdown"), -1, "must be 0..43200 seconds"),
+    (("queues", "celery", "dead_letter_queue"), "celery-dlq", "must be an object, got str"),
+    (("queues", "celery", "backoff_policy"), {"one": 10}, "must map attempt numbers to seconds"),
+    (("queues", "celery", "backoff_tasks"), "app.tasks.flaky", "must be a list of strings"),
+    (("queues", "celery", "routes"), [7], "must be a list of strings"),
+    (("queues", "celery", "sts_role_arn"), "broker", "must be an IAM role ARN"),
+    (("queues", "celery", "dead_letter_queue", "url"), "celery-dlq",
+     "must be an http:// or https:// URL"),
+    (("queues", "celery", "dead_letter_queue", "arn"), "arn:aws:sns:us-east-1:1:topic",
+     "must be an SQS queue ARN"),
+    (("queues", "celery", "dead_letter_queue", "max_receive_count"), 0, "must be 1..1000"),
+    (("sts", "role_arn"), "arn:aws:iam::123456789012:user/ops", "must be an IAM role ARN"),
+    (("sts", "token_timeout"), 899, "must be 900..43200 seconds (STS rule)"),
+    (("sts", "external_id"), "x", "must be 2..1224 characters (STS rule)"),
+    (("result_backend", "table"), "r", "must be a DynamoDB table name"),
+    (("result_backend", "ttl_seconds"), 59, "must be 60..31536000 seconds"),
+]
+
+
+def _with(path: tuple[str, ...], value) -> dict:
+    doc = full_document()
+    if path[0] == "queues" and len(path) == 2:
+        doc["queues"][value] = doc["queues"].pop("celery")
+        return doc
+    *parents, key = path
+    target = doc
+    for parent in parents:
+        target = target[parent]
+    target[key] = value
+    return doc
+
+
+def test_the_document_with_every_optional_field_is_valid():
+    config = parse_document(full_document(), "outputs.json")
+    assert config.sts.role_arn == config.queues["celery"].sts_role_arn == ROLE
+
+
+@pytest.mark.parametrize("path, value, rule", BAD_VALUES,
+                         ids=[".".join(row[0]) + "=" + repr(row[1]) for row in BAD_VALUES])
+def test_a_bad_value_names_the_field_the_rule_and_the_value(path, value, rule):
+    with pytest.raises(ConfigError) as caught:
+        parse_document(_with(path, value), "outputs.json")
+    field = ".".join(path)
+    assert (caught.value.source, caught.value.field) == ("outputs.json", field)
+    assert str(caught.value).startswith(f"outputs.json: {field}: ")
+    assert rule in caught.value.problem
+    assert repr(value) in caught.value.problem
+
+
+def _covered(path: tuple[str, ...]) -> tuple[type, str]:
+    """The config dataclass field a document path fills."""
+    if path[0] == "queues" and len(path) > 1:
+        if len(path) == 2:
+            return QueueConfig, "name"
+        return (QueueConfig, path[2]) if len(path) == 3 else (DeadLetterConfig, path[3])
+    nested = {"sts": StsConfig, "result_backend": ResultBackendConfig}
+    return (nested[path[0]], path[1]) if len(path) == 2 else (WorkerConfig, path[0])
+
+
+NOT_IN_THE_DOCUMENT = {(WorkerConfig, "source")}
+"""Where the loader read the document from, not a field of it."""
+
+
+def test_every_config_field_has_a_bad_value_row():
+    covered = {_covered(path) for path, _value, _rule in BAD_VALUES}
+    every = {(cls, f.name) for cls in (WorkerConfig, QueueConfig, DeadLetterConfig, StsConfig,
+                                       ResultBackendConfig) for f in fields(cls)}
+    missing = sorted(f"{cls.__name__}.{name}" for cls, name in every - covered
+                     - NOT_IN_THE_DOCUMENT)
+    assert missing == [], "add a BAD_VALUES row for each"
 
 
 def test_a_document_that_is_not_an_object_is_refused():

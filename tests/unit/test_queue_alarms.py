@@ -153,20 +153,6 @@ def test_email_subscribes_and_disabled_alarms_make_nothing():
     assert "AlarmTopicArn" not in template.to_json().get("Outputs", {})
 
 
-@pytest.mark.parametrize("alarms, field, value", [
-    ({"no_consumer_minutes": 2}, "celery_sqs_kit.alarms.no_consumer_minutes", 2),
-    ({"receive_errors": -1}, "celery_sqs_kit.alarms.receive_errors", -1),
-    ({"email": "not-an-address"}, "celery_sqs_kit.alarms.email", "not-an-address"),
-    ({"page": True}, "celery_sqs_kit.alarms", ["page"]),
-])
-def test_alarms_block_is_validated_naming_field_and_value(alarms, field, value):
-    context = copy.deepcopy(no_fleet_context())
-    context["alarms"] = alarms
-    with pytest.raises(SpecError) as raised:
-        load_spec(context)
-    assert (raised.value.field, raised.value.value) == (field, value)
-
-
 def test_an_age_threshold_the_retention_would_outlive_is_refused():
     context = copy.deepcopy(no_fleet_context())
     context["queues"][0]["max_message_age"] = 345_600

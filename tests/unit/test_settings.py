@@ -5,10 +5,14 @@ the value given."""
 from __future__ import annotations
 
 import copy
+import re
+from dataclasses import fields, is_dataclass
 
 import pytest
 
-from infra.settings import KitSpec, WorkersSpec, load_spec
+from infra import settings as spec_module
+from infra.settings import (CONTEXT_KEY, AlarmsSpec, Ec2FleetSpec, EcsFleetSpec, FleetSpec, KitSpec,
+                            QueueSpec, ResultSpec, StsSpec, WorkersSpec, load_spec)
 from runtime.errors import SpecError
 from tests.unit.cdk_context import default_context
 
@@ -233,6 +237,47 @@ SPEC_RULES = [
     ("image-directory-without-dockerfile", with_ecs(image_directory="infra"),
      "celery_sqs_kit.workers.ecs.image_directory", "must be a directory holding a Dockerfile",
      "infra"),
+    ("transport-not-a-string", with_fleet(transport=["bundled"]), "celery_sqs_kit.transport",
+     "must be of type str", ["bundled"]),
+    ("endpoint-url-without-scheme", with_fleet(endpoint_url="sqs.eu-west-1.amazonaws.com"),
+     "celery_sqs_kit.endpoint_url", "must be an http:// or https:// URL",
+     "sqs.eu-west-1.amazonaws.com"),
+    ("result-backend-not-a-mapping", with_fleet(result_backend=True),
+     "celery_sqs_kit.result_backend", "must be a mapping", True),
+    ("result-backend-enabled-as-string", with_fleet(result_backend={"enabled": "no"}),
+     "celery_sqs_kit.result_backend.enabled", "must be of type bool", "no"),
+    ("sts-not-a-mapping", with_fleet(sts="arn:aws:iam::123456789012:role/broker"),
+     "celery_sqs_kit.sts", "must be a mapping", "arn:aws:iam::123456789012:role/broker"),
+    ("sts-enabled-as-number", with_fleet(sts={"enabled": 1}),
+     "celery_sqs_kit.sts.enabled", "must be of type bool", 1),
+    ("dead-letter-queue-as-string", one_queue(dead_letter_queue="yes"),
+     "queues[reports].dead_letter_queue", "must be of type bool", "yes"),
+    ("backoff-tasks-not-a-list", one_queue(backoff_tasks="demo.tasks.add"),
+     "queues[reports].backoff_tasks", "must be a list of non-empty strings", "demo.tasks.add"),
+    ("task-limit-zero", one_queue(task_time_limit=0),
+     "queues[reports].task_time_limit", "must be 1..43200 seconds", 0),
+    ("countdown-negative", one_queue(max_countdown=-1),
+     "queues[reports].max_countdown", "must be 0..43200 seconds", -1),
+    ("workers-send-as-number", one_queue(workers_send=0),
+     "queues[reports].workers_send", "must be of type bool", 0),
+    ("message-age-below-a-minute", one_queue(max_message_age=59),
+     "queues[reports].max_message_age", "must be 60..345599 seconds", 59),
+    ("message-age-as-string", one_queue(max_message_age="1h"),
+     "queues[reports].max_message_age", "must be of type int or null", "1h"),
+    ("scaling-as-string", with_fleet(workers={"scaling": "no"}),
+     "celery_sqs_kit.workers.scaling", "must be of type bool", "no"),
+    ("alarms-not-a-mapping", with_fleet(alarms=["email"]), "celery_sqs_kit.alarms",
+     "must be a mapping", ["email"]),
+    ("unknown-alarms-field", with_fleet(alarms={"page": True}), "celery_sqs_kit.alarms",
+     "has unknown field(s)", ["page"]),
+    ("alarms-enabled-as-string", with_fleet(alarms={"enabled": "false"}),
+     "celery_sqs_kit.alarms.enabled", "must be of type bool", "false"),
+    ("alarm-email-not-an-address", with_fleet(alarms={"email": "not-an-address"}),
+     "celery_sqs_kit.alarms.email", "must be one email address", "not-an-address"),
+    ("no-consumer-window-below-5-minutes", with_fleet(alarms={"no_consumer_minutes": 2}),
+     "celery_sqs_kit.alarms.no_consumer_minutes", "must be 5..1440 minutes", 2),
+    ("receive-errors-negative", with_fleet(alarms={"receive_errors": -1}),
+     "celery_sqs_kit.alarms.receive_errors", "must be 0..100000 errors per 5 minutes", -1),
 ]
 
 
@@ -248,6 +293,41 @@ def test_spec_rule_names_path_rule_and_value(context, field, rule, value):
     assert rule in message
     assert error.value == value and type(error.value) is type(value)
     assert message.endswith(f"got {value!r}")
+
+
+K = re.escape(CONTEXT_KEY)
+SPEC_PATHS = {
+    KitSpec: f"{K}\\.",
+    QueueSpec: r"queues\[[^\]]+\]\.",
+    StsSpec: f"{K}\\.sts\\.",
+    ResultSpec: f"{K}\\.result_backend\\.",
+    WorkersSpec: f"{K}\\.workers\\.",
+    FleetSpec: f"{K}\\.workers\\.(ecs|ec2)\\.",
+    EcsFleetSpec: f"{K}\\.workers\\.ecs\\.",
+    Ec2FleetSpec: f"{K}\\.workers\\.ec2\\.",
+    AlarmsSpec: f"{K}\\.alarms\\.",
+}
+"""Where each spec dataclass's fields live in the context block. The two fleets share
+FleetSpec's fields (one parser), so a row for either covers them."""
+
+
+def own_fields(cls: type) -> list[str]:
+    inherited = {f.name for base in cls.__bases__ if is_dataclass(base) for f in fields(base)}
+    return [f.name for f in fields(cls) if f.name not in inherited]
+
+
+def test_every_spec_field_has_a_bad_value_row():
+    paths = [case[2] for case in SPEC_RULES]
+    missing = [f"{cls.__name__}.{name}" for cls, prefix in SPEC_PATHS.items()
+               for name in own_fields(cls)
+               if not any(re.fullmatch(f"{prefix}{name}(\\[.*\\])?", path) for path in paths)]
+    assert missing == [], "add a SPEC_RULES row for each"
+
+
+def test_every_spec_dataclass_is_checked_for_bad_value_rows():
+    spec_classes = {cls for cls in vars(spec_module).values()
+                    if is_dataclass(cls) and cls.__module__ == spec_module.__name__}
+    assert spec_classes == set(SPEC_PATHS)
 
 
 def test_rule_breach_in_shipped_spec_is_reported_with_its_queue_name():

@@ -1,0 +1,41 @@
+"""AWS's limits and formats that both sides check: the spec's rules (:mod:`infra.rules`)
+at synth, and the worker configuration's loader (:mod:`runtime.config`) at worker start,
+which refuses a hand-edited or truncated document the stack could not have written. One
+place, so the two cannot disagree."""
+
+from __future__ import annotations
+
+import re
+
+MAX_VISIBILITY_TIMEOUT = 43_200
+"""SQS: a visibility timeout is 0..12 hours; so is a task's time limit and countdown here."""
+MAX_COUNTDOWN = MAX_VISIBILITY_TIMEOUT
+MAX_WAIT_TIME = 20
+"""SQS's long-poll range is 0..20 seconds."""
+MIN_RECEIVE_COUNT, MAX_RECEIVE_COUNT = 1, 1_000
+"""A redrive policy's maxReceiveCount."""
+MIN_STS_SESSION, MAX_STS_SESSION = 900, 43_200
+"""STS AssumeRole DurationSeconds."""
+MIN_EXTERNAL_ID, MAX_EXTERNAL_ID = 2, 1_224
+"""STS ExternalId length."""
+MIN_RESULT_TTL, MAX_RESULT_TTL = 60, 31_536_000
+"""Result expiry: a minute to a year."""
+MAX_QUEUE_NAME_LENGTH = 80
+FIFO_SUFFIX = ".fifo"
+
+QUEUE_NAME_BASE = re.compile(r"^[A-Za-z0-9_-]+$")
+"""A queue name before any ``.fifo``: kombu rewrites ``.`` to ``-`` and other punctuation
+to ``_`` before it looks a queue up in ``predefined_queues``, so nothing else matches."""
+HTTP_URL = re.compile(r"^https?://[^\s/?#]+(/\S*)?$")
+"""An endpoint or queue URL: a scheme botocore speaks, a host, an optional path."""
+REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
+SQS_ARN = re.compile(r"^arn:aws[a-z-]*:sqs:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_.-]+$")
+ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/\S+$")
+TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+"""DynamoDB's table names."""
+
+
+def is_queue_name(name: str) -> bool:
+    """Whether kombu finds ``name`` among its predefined queues, within SQS's 80 characters."""
+    base = name[: -len(FIFO_SUFFIX)] if name.endswith(FIFO_SUFFIX) else name
+    return len(name) <= MAX_QUEUE_NAME_LENGTH and bool(QUEUE_NAME_BASE.match(base))
