@@ -25,6 +25,10 @@ Choices, and why:
   checked for the queue it came from (its visibility timeout with stock, SQS's 12-hour
   cap on the bundled heartbeat).
 - remote control and events off: SQS supports neither.
+- ``result_backend``: the result table. With the bundled transport, through the kit's
+  backend (``runtime.result_backend``: bounded client, Celery's retry loop switched on
+  with ``RETRY_SETTINGS``, a result that cannot be stored logged, never costing a task
+  run); with stock, Celery's own ``dynamodb://``, so that rendering stays settings only.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 
 from kombu import Queue
 
+from runtime import result_backend
 from runtime.config import QueueConfig, WorkerConfig
 from runtime.schema import BUNDLED, STOCK
 
@@ -90,8 +95,12 @@ def celery_settings(config: WorkerConfig, *,
     }
     if config.result_backend is not None:
         rb = config.result_backend
-        settings["result_backend"] = (
-            f"dynamodb://@{config.region}/{rb.table}?ttl_seconds={rb.ttl_seconds}")
+        url = f"dynamodb://@{config.region}/{rb.table}?ttl_seconds={rb.ttl_seconds}"
+        if transport == STOCK_TRANSPORT:
+            settings["result_backend"] = url
+        else:
+            settings["result_backend"] = f"{result_backend.BACKEND}+{url}"
+            settings.update(result_backend.RETRY_SETTINGS)
     else:
         settings["task_ignore_result"] = True
     return settings

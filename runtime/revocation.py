@@ -29,7 +29,6 @@ import threading
 import time
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 import boto3
 from celery.app.control import Control
@@ -37,6 +36,7 @@ from celery.signals import worker_ready, worker_shutdown
 from celery.worker import state
 
 from runtime.errors import ConfigError, UsageError
+from runtime.result_backend import dynamodb_table
 from runtime.schema import REVOCATIONS_ITEM
 
 logger = logging.getLogger(__name__)
@@ -86,14 +86,13 @@ def revoked_now(app: Any) -> set[str]:
 
 
 def _table(app: Any) -> tuple[str, Any]:
-    backend = str(app.conf.result_backend or "")
-    parts = urlsplit(backend)
-    if parts.scheme != "dynamodb":
+    table = dynamodb_table(app.conf.result_backend)
+    if table is None:
         raise ConfigError("celery app", "result_backend",
                           f"revoking on SQS keeps revocations in the result table; "
-                          f"needs the DynamoDB result backend, got {backend!r}")
-    region = parts.hostname or None
-    return parts.path.strip("/"), boto3.client("dynamodb", region_name=region)
+                          f"needs the DynamoDB result backend, got {app.conf.result_backend!r}")
+    region, name = table
+    return name, boto3.client("dynamodb", region_name=region)
 
 
 def _revoke_through_the_table(self: Control, task_id: Any, destination: Any = None,
@@ -145,7 +144,7 @@ def install() -> None:
 
 def _on_worker_ready(sender: Any, **_: Any) -> None:
     global _reader
-    if str(sender.app.conf.result_backend or "").startswith("dynamodb:"):
+    if dynamodb_table(sender.app.conf.result_backend) is not None:
         _reader = _Reader(sender.app)
         _reader.start()
 

@@ -75,16 +75,19 @@ def lines(runs) -> list[str]:
 
 
 def recording_fleet(setup_endpoint: str, worker_endpoint: str, work: Path, *, visibility: int,
-                    wait: int = 1, transport: str = "bundled", extra_config: str = ""):
+                    wait: int = 1, transport: str = "bundled", extra_config: str = "",
+                    result_table: str | None = None):
     """A fresh queue (unique name) with its DLQ, made through ``setup_endpoint``, and a
-    worker directory whose processes talk to ``worker_endpoint``. Returns
-    ``(sqs client, queue entry, worker env, runs file)``; tasks record to the runs file."""
+    worker directory whose processes talk to ``worker_endpoint`` (results to
+    ``result_table``, if given). Returns ``(sqs client, queue entry, worker env, runs
+    file)``; tasks record to the runs file."""
     import uuid
 
     sqs = sqs_client(setup_endpoint)
     name = f"t{uuid.uuid4().hex[:10]}"
     queue = create_queue(sqs, name, visibility=visibility, wait=wait)
-    prepare_worker_dir(work, worker_document({name: queue}, default_queue=name),
+    prepare_worker_dir(work, worker_document({name: queue}, default_queue=name,
+                                             result_table=result_table),
                        transport=transport, tasks_module="ttasks", tasks_source=RECORDING_TASKS)
     if extra_config:
         with open(work / "celeryconfig.py", "a") as config:

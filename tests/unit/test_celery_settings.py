@@ -82,9 +82,14 @@ def test_queues_routes_and_default():
     assert s["task_routes"] == {"app.tasks.report*": {"queue": "reports"}}
 
 
-def test_result_backend_is_the_dynamodb_table():
-    assert settings()["result_backend"] == \
-        "dynamodb://@us-east-1/results-table?ttl_seconds=86400"
+def test_result_backend_is_the_dynamodb_table_through_the_kit_s_backend_when_bundled():
+    bundled = settings()
+    assert bundled["result_backend"] == ("runtime.result_backend:DynamoDBBackend+"
+                                         "dynamodb://@us-east-1/results-table?ttl_seconds=86400")
+    assert bundled["result_backend_always_retry"] is True
+    stock = settings(transport=STOCK_TRANSPORT)
+    assert stock["result_backend"] == "dynamodb://@us-east-1/results-table?ttl_seconds=86400"
+    assert "result_backend_always_retry" not in stock
 
 
 def test_without_result_table_results_are_ignored():

@@ -1,0 +1,94 @@
+"""The result table throttled or unreachable while a real worker (bundled transport, both
+pools) finishes a task, SQS and DynamoDB on moto, DynamoDB through a counting proxy that
+throttles or never answers. Whatever happens to the result, the task runs once and its
+message is acked; a throttle the retry policy outlasts still stores the result, and a
+result given up is logged with the task id (``runtime.result_backend``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from local_aws.celery_worker import CeleryWorker
+from local_aws.counting_proxy import CountingProxy
+from local_aws.fleet import create_result_table
+from local_aws.ports import free_port
+from tests.integration.fleet import lines, publish, queue_counts, recording_fleet, wait_for
+
+pytestmark = pytest.mark.integration
+
+POOLS = ["prefork", "threads"]
+
+
+@pytest.fixture
+def proxy(moto):
+    with CountingProxy(moto.endpoint_url) as counting:
+        yield counting
+
+
+@pytest.fixture
+def fleet(moto, tmp_path):
+    """``fleet(dynamodb_endpoint)``: a queue, a result table, a worker directory whose
+    processes reach SQS on moto and DynamoDB at ``dynamodb_endpoint``; one task published."""
+    def make(dynamodb_endpoint: str):
+        table = create_result_table(moto.endpoint_url, f"r{uuid.uuid4().hex[:10]}")
+        sqs, queue, env, runs = recording_fleet(moto.endpoint_url, moto.endpoint_url, tmp_path,
+                                                visibility=60, result_table=table)
+        task_id = str(uuid.uuid4())
+        publish(env, f"from ttasks import quick\nquick.apply_async(('once',), "
+                     f"task_id='{task_id}')", tmp_path)
+        worker_env = {**env, "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_endpoint}
+        return sqs, queue, worker_env, runs, task_id, lambda: state_of(env, task_id, tmp_path)
+    return make
+
+
+def state_of(env, task_id: str, cwd) -> str:
+    """The task's state as a caller sees it (AsyncResult, reading the table directly)."""
+    done = subprocess.run([sys.executable, "-c", f"from ttasks import app\n"
+                           f"print(app.AsyncResult('{task_id}').state)"],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_a_throttled_result_table_stores_the_result_after_retries_and_runs_the_task_once(
+        pool, fleet, proxy, tmp_path):
+    # Five throttles: more than botocore's own attempts (Celery's backend stored the task,
+    # which succeeded, as a FAILURE then), fewer than the kit's seven tries.
+    proxy.inject("PutItem", 5, 400, "ProvisionedThroughputExceededException")
+    sqs, queue, env, runs, _task_id, state = fleet(proxy.endpoint_url)
+    with CeleryWorker("ttasks", env, tmp_path / "worker.log", pool=pool, concurrency=2):
+        wait_for(lambda: state() == "SUCCESS", 60, "the result to be stored")
+    assert proxy.counts()["PutItem"] == 6
+    assert lines(runs) == ["quick once"]
+    assert queue_counts(sqs, queue["url"]) == (0, 0)
+
+
+@pytest.mark.parametrize("pool, outage", [("prefork", "refused"), ("threads", "refused"),
+                                          ("threads", "black-holed")])
+def test_an_unreachable_result_table_costs_the_result_not_a_rerun(pool, outage, fleet, proxy,
+                                                                  tmp_path):
+    if outage == "refused":
+        endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    else:
+        proxy.hang()
+        endpoint = proxy.endpoint_url
+    sqs, queue, env, runs, task_id, state = fleet(endpoint)
+    lost = f"task {task_id} ran, but its SUCCESS result could not be stored in DynamoDB table"
+    worker = CeleryWorker("ttasks", env, tmp_path / "worker.log", pool=pool, concurrency=2)
+    with worker:
+        wait_for(lambda: lines(runs), 30, "the task to run")
+        ran = time.monotonic()
+        # the documented bound: 7 tries of at most 2 s + 3 s, and at most 17.5 s of backoff
+        wait_for(lambda: lost in worker.log_text(), 60, "the result to be given up")
+        assert time.monotonic() - ran < 55
+        time.sleep(1)  # the ack's flush delay
+    # A message the worker had not acked would have been given back by its warm shutdown.
+    assert queue_counts(sqs, queue["url"]) == (0, 0)
+    assert lines(runs) == ["quick once"]
+    assert state() == "PENDING"
