@@ -14,8 +14,10 @@ Why each rule exists:
   caveats), and a killed worker's tasks wait that long to run again. The bundled
   transport's heartbeat keeps held messages invisible (``runtime.visibility``), so the
   timeout is only how long a killed worker's messages stay hidden: short (60 s by
-  default), but long enough for an extension to land in time (>= 30 s), while a task's
-  time limit must fit in SQS's 12-hour cap on a message's invisibility, less a margin.
+  default), but long enough for an extension to land in time (>= 30 s), while the time
+  a message is held for its countdown (up to 11 h; later ETAs are parked) plus its
+  task's time limit must fit in SQS's 12-hour cap on a message's invisibility, less a
+  margin. A FIFO queue cannot park, so its countdown stops at 11 h.
 - wait time 0..20: SQS's long-poll range; the queue and the runtime share it.
 - backoff steps < maxReceiveCount: otherwise retries land in the DLQ first.
 - FIFO names end in ``.fifo`` (and only FIFO names do); the DLQ has the same type.
@@ -44,7 +46,7 @@ from runtime.limits import (FIFO_SUFFIX, MAX_COUNTDOWN, MAX_QUEUE_NAME_LENGTH,
                             MAX_RECEIVE_COUNT, MAX_STS_SESSION, MAX_VISIBILITY_TIMEOUT,
                             MAX_WAIT_TIME, MIN_RECEIVE_COUNT, MIN_STS_SESSION, QUEUE_NAME_BASE)
 from runtime.schema import BUNDLED, TRANSPORT_NAMES
-from runtime.visibility import MAX_HOLD_SECONDS
+from runtime.visibility import MAX_ETA_HOLD_LIMIT, MAX_HOLD_SECONDS
 
 Unresolved = Callable[[Any], bool]
 
@@ -145,26 +147,16 @@ def default_visibility_timeout(*, transport: str, task_time_limit: int,
     return task_time_limit + max_countdown + VISIBILITY_MARGIN_SECONDS
 
 
-def check_visibility_covers_tasks(prefix: str, *, transport: str, visibility_timeout: Any,
-                                  task_time_limit: Any, max_countdown: Any,
+def check_visibility_covers_tasks(prefix: str, *, transport: str, fifo: bool = False,
+                                  visibility_timeout: Any, task_time_limit: Any,
+                                  max_countdown: Any,
                                   unresolved: Unresolved = never_unresolved) -> None:
     """A message must stay invisible for as long as its task can be held and run: by the
-    visibility timeout alone (stock), or by the bundled transport's heartbeat, which
-    needs a window it can extend in time and stops at SQS's 12-hour cap."""
+    visibility timeout alone (stock), or by the bundled transport's heartbeat."""
     if transport == BUNDLED:
-        if not unresolved(visibility_timeout) and visibility_timeout < MIN_BUNDLED_VISIBILITY:
-            raise SpecError(
-                f"{prefix}visibility_timeout",
-                f"must be >= {MIN_BUNDLED_VISIBILITY} seconds with the bundled transport: its "
-                "heartbeat extends a message when half the window is left, and a shorter "
-                "window leaves no time for a retry", visibility_timeout)
-        longest = MAX_HOLD_SECONDS - VISIBILITY_MARGIN_SECONDS
-        if not unresolved(task_time_limit) and task_time_limit > longest:
-            raise SpecError(
-                f"{prefix}task_time_limit",
-                f"must be <= {longest} seconds with the bundled transport: SQS keeps a "
-                f"message invisible at most {MAX_HOLD_SECONDS} s from its receipt, less a "
-                f"{VISIBILITY_MARGIN_SECONDS} s margin", task_time_limit)
+        _check_bundled_hold(prefix, fifo=fifo, visibility_timeout=visibility_timeout,
+                            task_time_limit=task_time_limit, max_countdown=max_countdown,
+                            unresolved=unresolved)
         return
     if any(unresolved(v) for v in (visibility_timeout, task_time_limit, max_countdown)):
         return
@@ -177,6 +169,37 @@ def check_visibility_covers_tasks(prefix: str, *, transport: str, visibility_tim
             "transport, or SQS redelivers running tasks to a second worker",
             visibility_timeout,
         )
+
+
+def _check_bundled_hold(prefix: str, *, fifo: bool, visibility_timeout: Any,
+                        task_time_limit: Any, max_countdown: Any,
+                        unresolved: Unresolved) -> None:
+    """The heartbeat needs a window it can extend in time, and holds a message at most
+    SQS's 12 hours from receipt: for its countdown (up to ``MAX_ETA_HOLD_LIMIT``; a later
+    ETA is parked on a standard queue and refused at publish on a FIFO one), then its run."""
+    if not unresolved(visibility_timeout) and visibility_timeout < MIN_BUNDLED_VISIBILITY:
+        raise SpecError(
+            f"{prefix}visibility_timeout",
+            f"must be >= {MIN_BUNDLED_VISIBILITY} seconds with the bundled transport: its "
+            "heartbeat extends a message when half the window is left, and a shorter "
+            "window leaves no time for a retry", visibility_timeout)
+    if unresolved(max_countdown):
+        return
+    if fifo and max_countdown > MAX_ETA_HOLD_LIMIT:
+        raise SpecError(
+            f"{prefix}max_countdown",
+            f"must be <= {MAX_ETA_HOLD_LIMIT} seconds on a FIFO queue with the bundled "
+            "transport: FIFO queues take no per-message delay, so a task due later cannot be "
+            "parked and is refused at publish (EtaTooFar)", max_countdown)
+    held = min(max_countdown, MAX_ETA_HOLD_LIMIT)
+    longest = MAX_HOLD_SECONDS - held - VISIBILITY_MARGIN_SECONDS
+    if not unresolved(task_time_limit) and task_time_limit > longest:
+        raise SpecError(
+            f"{prefix}task_time_limit",
+            f"must be <= {longest} seconds with the bundled transport: SQS keeps a message "
+            f"invisible at most {MAX_HOLD_SECONDS} s from its receipt, and it is held up to "
+            f"{held} s for its countdown (max_countdown, at most {MAX_ETA_HOLD_LIMIT}: later "
+            f"ETAs are parked), less a {VISIBILITY_MARGIN_SECONDS} s margin", task_time_limit)
 
 
 def check_backoff_policy(prefix: str, policy: Any, *, dead_letter_queue: bool, max_receive_count: Any,
@@ -241,7 +264,7 @@ def check_queue(prefix: str, *, transport: str, name: Any, fifo: bool, visibilit
                 "seconds", unresolved)
     check_range(f"{prefix}receive_wait_time", receive_wait_time, 0, MAX_WAIT_TIME, "seconds",
                 unresolved)
-    check_visibility_covers_tasks(prefix, transport=transport,
+    check_visibility_covers_tasks(prefix, transport=transport, fifo=fifo,
                                   visibility_timeout=visibility_timeout,
                                   task_time_limit=task_time_limit, max_countdown=max_countdown,
                                   unresolved=unresolved)

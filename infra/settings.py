@@ -68,9 +68,12 @@ worker's tasks wait before another worker runs them, so it follows the transport
 - ``bundled`` (default): ``60``, at least 30. The transport's heartbeat keeps a held
   message invisible however long its task runs (extended when half the window is
   left, up to SQS's 12-hour cap from receipt), so the window only bounds recovery: a
-  killed worker's tasks run again within a minute. ``task_time_limit`` must fit in
-  the cap: at most 43140 (12 h less a 60 s margin). ``max_countdown`` is not
-  bounded by the window.
+  killed worker's tasks run again within a minute. A message is held for its
+  countdown (up to 11 h: a later ETA is parked on a standard queue and refused at
+  publish on a FIFO one, so there ``max_countdown`` is at most 39600), then its run:
+  ``min(max_countdown, 39600) + task_time_limit`` must fit in the cap less 60 s
+  (``task_time_limit`` at most 43140 without a countdown). The window itself bounds
+  neither.
 - ``stock``: ``task_time_limit + max_countdown + 60``, and at least that. kombu never
   extends visibility: a shorter window hands running tasks to a second worker.
 

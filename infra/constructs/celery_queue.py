@@ -39,8 +39,9 @@ class CeleryQueue(Construct):
       (``runtime.transport``, whose heartbeat extends held messages) or ``"stock"``
       (kombu's own). The visibility timeout's default and rule follow it.
     - ``visibility_timeout``: 0..12 h. Bundled: default 60 s, at least 30 s (how long a
-      killed worker's messages stay hidden), and ``task_time_limit`` at most 12 h less
-      60 s. Stock: default and minimum ``task_time_limit + max_countdown`` + 60 s.
+      killed worker's messages stay hidden), and ``task_time_limit`` plus the countdown
+      a worker holds (up to 11 h, later ETAs are parked) at most 12 h less 60 s. Stock:
+      default and minimum ``task_time_limit + max_countdown`` + 60 s.
     - ``receive_wait_time`` (default 20 s): long-poll wait, 0..20 s.
     - ``retention_period`` (default 4 days): 60 s..14 days, > visibility timeout.
     - ``max_message_size_bytes`` (default 262144): 1024..1048576.

@@ -54,6 +54,14 @@ QUEUE_RULES = [
     ("bundled-task-limit-beyond-12h-cap", dict(BUNDLED, task_time_limit=43_141),
      "task_time_limit", "must be <= 43140 seconds with the bundled transport: SQS keeps a "
      "message invisible at most 43200 s from its receipt", 43_141),
+    ("bundled-task-limit-and-held-countdown-beyond-12h-cap",
+     dict(BUNDLED, task_time_limit=3600, max_countdown=43_200),
+     "task_time_limit", "must be <= 3540 seconds with the bundled transport: SQS keeps a "
+     "message invisible at most 43200 s from its receipt, and it is held up to 39600 s for its "
+     "countdown", 3600),
+    ("bundled-fifo-countdown-beyond-what-a-worker-holds",
+     dict(BUNDLED, name="orders.fifo", fifo=True, max_countdown=39_601),
+     "max_countdown", "must be <= 39600 seconds on a FIFO queue with the bundled transport", 39_601),
     ("bundled-visibility-above-12h", dict(BUNDLED, visibility_timeout=43_201),
      "visibility_timeout", "must be 0..43200 seconds", 43_201),
     ("visibility-above-12h", dict(visibility_timeout=43_201),
@@ -132,8 +140,10 @@ def test_queue_rule_names_field_rule_and_value(overrides, field, rule, value):
     pytest.param(BUNDLED, id="bundled-short-visibility-with-long-tasks"),
     pytest.param(dict(BUNDLED, visibility_timeout=30), id="bundled-visibility-at-heartbeat-minimum"),
     pytest.param(dict(BUNDLED, task_time_limit=43_140), id="bundled-task-limit-exactly-fits-cap"),
-    pytest.param(dict(BUNDLED, max_countdown=43_200),
-                 id="bundled-countdown-not-bounded-by-the-window"),
+    pytest.param(dict(BUNDLED, max_countdown=43_200, task_time_limit=3540),
+                 id="bundled-countdown-beyond-the-hold-limit-is-parked"),
+    pytest.param(dict(BUNDLED, name="orders.fifo", fifo=True, max_countdown=39_600,
+                      task_time_limit=3540), id="bundled-fifo-countdown-at-the-hold-limit"),
     pytest.param(dict(receive_wait_time=0), id="short-polling"),
     pytest.param(dict(retention_period=1801), id="retention-just-above-visibility"),
     pytest.param(dict(dead_letter_retention_period=345_600), id="dlq-retention-equal-to-source"),

@@ -60,6 +60,12 @@ SPEC_RULES = [
     ("bundled-task-limit-beyond-12h-cap", one_queue(task_time_limit=43_141),
      "queues[reports].task_time_limit", "must be <= 43140 seconds with the bundled transport: "
      "SQS keeps a message invisible at most 43200 s from its receipt", 43_141),
+    ("bundled-long-task-after-a-far-countdown",
+     one_queue(task_time_limit=7200, max_countdown=39_600),
+     "queues[reports].task_time_limit", "must be <= 3540 seconds with the bundled transport", 7200),
+    ("bundled-fifo-countdown-beyond-what-a-worker-holds",
+     {"queues": [{"name": "orders.fifo", "fifo": True, "max_countdown": 40_000}]},
+     "queues[orders.fifo].max_countdown", "must be <= 39600 seconds on a FIFO queue", 40_000),
     ("transport-unknown", with_fleet(transport="kombu"), "celery_sqs_kit.transport",
      "must be 'bundled' or 'stock'", "kombu"),
     ("visibility-above-12h", one_queue(visibility_timeout=43_201),
