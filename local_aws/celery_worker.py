@@ -30,15 +30,16 @@ def role_environment(config_dir: Path, extra: Mapping[str, str]) -> dict[str, st
 
 
 class CeleryWorker:
-    """``with CeleryWorker(app, env, log) as w: ...``; stopped with a warm shutdown."""
+    """``with CeleryWorker(app, env, log) as w: ...``; stopped with a warm shutdown
+    (``stop``), or killed as a container is (``kill``)."""
 
     def __init__(self, app: str, env: Mapping[str, str], log_path: Path, *,
                  pool: str = "prefork", concurrency: int = 2,
-                 queues: list[str] | None = None) -> None:
+                 queues: list[str] | None = None, hostname: str = "kit-worker@%h") -> None:
         self.log_path = log_path
         args = [sys.executable, "-m", "celery", "-A", app, "worker", "--loglevel=INFO",
                 f"--pool={pool}", f"--concurrency={concurrency}", "--without-heartbeat",
-                "--without-gossip", "--without-mingle", "--hostname=kit-worker@%h"]
+                "--without-gossip", "--without-mingle", f"--hostname={hostname}"]
         if queues:
             args.append("--queues=" + ",".join(queues))
         self._args = args
@@ -46,9 +47,19 @@ class CeleryWorker:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> CeleryWorker:
+        """Start the worker and wait until it says it is ready."""
+        return self.spawn().wait_ready(timeout)
+
+    def spawn(self) -> CeleryWorker:
+        """Start the worker without waiting for it (see ``wait_ready``)."""
         self._log = open(self.log_path, "wb")
         self._process = subprocess.Popen(self._args, env=self._env, cwd=PROJECT_ROOT,
                                          stdout=self._log, stderr=subprocess.STDOUT)
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> CeleryWorker:
+        if self._process is None:
+            raise RuntimeError("the worker has not been started")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -66,6 +77,32 @@ class CeleryWorker:
         if self._process is None:
             raise RuntimeError("the worker has not been started")
         return self._process.pid
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def pool_pids(self) -> list[int]:
+        """The main process's children (the prefork pool's processes), by pid."""
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as children:
+                return sorted(int(pid) for pid in children.read().split())
+        except OSError:  # exited
+            return []
+
+    def kill(self) -> int | None:
+        """SIGKILL the main process and its pool processes at once, as the OOM killer or
+        a killed container does: nothing runs a shutdown, held messages stay in flight."""
+        if self._process is None:
+            return None
+        pool = self.pool_pids()
+        for pid in [self._process.pid, *pool]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._process.wait()
+        self._log.close()
+        return self._process.returncode
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")

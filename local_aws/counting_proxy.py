@@ -8,8 +8,9 @@ Network faults, each for the next N requests of an action (or of any, ``ANY``):
 without an answer (SQS acted, the client cannot know); ``inject_stall`` forwards
 it and answers only after a delay (longer than the client's read timeout: it
 gives up and retries what SQS already did); ``inject_hang`` never forwards nor
-answers it (a long poll that never returns). ``faulted()`` counts the requests
-each fault reached.
+answers it (a long poll that never returns). Any of them may be limited to the
+requests of the next ``within`` seconds (a burst). ``faulted()`` counts the
+requests each fault reached.
 
 Both sides of a comparison (stock kombu and the bundled transport, publisher
 and worker) point ``AWS_ENDPOINT_URL`` at it, so every request is counted the
@@ -24,6 +25,7 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from http.server import BaseHTTPRequestHandler
@@ -71,8 +73,9 @@ class CountingProxy:
         self._upstream = (parts.hostname, parts.port or 80)
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
-        self._faults: dict[str, list[tuple[int, str]]] = {}
-        self._network_faults: dict[str, list[_NetworkFault]] = {}
+        # action -> [(fault, when it expires)], oldest first
+        self._faults: dict[str, list[tuple[tuple[int, str], float]]] = {}
+        self._network_faults: dict[str, list[tuple[_NetworkFault, float]]] = {}
         self._faulted: Counter[str] = Counter()
         self._hanging = threading.Event()
         self._released = threading.Event()
@@ -129,6 +132,8 @@ class CountingProxy:
                     except OSError:  # the client is gone too (shutdown)
                         pass
                     return
+                if response.status < 300:
+                    proxy.forwarded(action, body, fault.kind if fault is not None else None)
                 if fault is not None and fault.kind == RESET:
                     reset_connection(self.connection)
                     self.close_connection = True
@@ -176,38 +181,46 @@ class CountingProxy:
         with self._lock:
             self._counts[action] += 1
 
-    def inject(self, action: str, count: int, status: int, code: str) -> None:
+    def inject(self, action: str, count: int, status: int, code: str, *,
+               within: float | None = None) -> None:
         """Answer the next ``count`` requests of ``action`` (or ``ANY``) with ``status``
-        and ``code``."""
-        with self._lock:
-            self._faults.setdefault(action, []).extend([(status, code)] * count)
+        and ``code``; with ``within``, only those that come in the next ``within``
+        seconds (a burst, not a debt that a quiet client pays off for minutes)."""
+        self._add(self._faults, action, count, (status, code), within)
 
-    def inject_reset(self, action: str, count: int) -> None:
+    def inject_reset(self, action: str, count: int, *, within: float | None = None) -> None:
         """Forward the next ``count`` requests of ``action`` (or ``ANY``), then reset
         the client's connection instead of answering."""
-        self._add_network_fault(action, count, _NetworkFault(RESET))
+        self._add(self._network_faults, action, count, _NetworkFault(RESET), within)
 
-    def inject_stall(self, action: str, count: int, seconds: float) -> None:
+    def inject_stall(self, action: str, count: int, seconds: float, *,
+                     within: float | None = None) -> None:
         """Forward the next ``count`` requests of ``action`` (or ``ANY``) and answer
         each ``seconds`` late (sooner if the proxy stops)."""
-        self._add_network_fault(action, count, _NetworkFault(STALL, seconds))
+        self._add(self._network_faults, action, count, _NetworkFault(STALL, seconds), within)
 
-    def inject_hang(self, action: str, count: int) -> None:
+    def inject_hang(self, action: str, count: int, *, within: float | None = None) -> None:
         """Neither forward nor answer the next ``count`` requests of ``action`` (or
         ``ANY``); their connections stay open until the proxy stops."""
-        self._add_network_fault(action, count, _NetworkFault(HANG))
+        self._add(self._network_faults, action, count, _NetworkFault(HANG), within)
 
-    def _add_network_fault(self, action: str, count: int, fault: _NetworkFault) -> None:
+    def _add(self, faults: dict[str, list[tuple[Any, float]]], action: str, count: int,
+             fault: Any, within: float | None) -> None:
+        expires = time.monotonic() + within if within is not None else float("inf")
         with self._lock:
-            self._network_faults.setdefault(action, []).extend([fault] * count)
+            faults.setdefault(action, []).extend([(fault, expires)] * count)
 
-    def _take(self, faults: dict[str, list[Any]], action: str) -> Any:
-        """The next fault pending for this action, else for any action."""
+    def _take(self, faults: dict[str, list[tuple[Any, float]]], action: str) -> Any:
+        """The next fault pending for this action, else for any action; expired ones
+        are dropped."""
+        now = time.monotonic()
         with self._lock:
             for key in (action, ANY):
                 pending = faults.get(key)
-                if pending:
-                    return pending.pop(0)
+                while pending:
+                    fault, expires = pending.pop(0)
+                    if now <= expires:
+                        return fault
         return None
 
     def _tally(self, kind: str) -> None:
@@ -234,6 +247,10 @@ class CountingProxy:
         self._tally(code)
         return status, f"com.amazonaws.sqs#{code}", code, f"injected {code}"
 
+    def forwarded(self, action: str, body: bytes, fault: str | None) -> None:
+        """SQS accepted this request (a 2xx); ``fault`` is the network fault that then
+        hit its answer (``RESET``, ``STALL``) or ``None``. Subclasses may record it."""
+
     def counts(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
@@ -255,3 +272,23 @@ class CountingProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class TokenCheckingProxy(CountingProxy):
+    """A counting proxy that refuses requests signed with an expired session token
+    (403 ``ExpiredToken``), as SQS does, for an emulator that checks no credentials.
+    ``expired(token)`` judges a token: ``True`` refuse, ``False`` or ``None`` (a token
+    it does not know, or static keys without one) pass."""
+
+    def __init__(self, upstream: str, expired: Callable[[str], bool | None], *,
+                 delay: float = 0.0) -> None:
+        super().__init__(upstream, delay=delay)
+        self._expired = expired
+
+    def intercept(self, action: str, headers: Any, body: bytes) -> Answer | None:
+        token = headers.get("X-Amz-Security-Token")
+        if token and self._expired(token):
+            self._tally("ExpiredToken")
+            return (403, "com.amazon.coral.service#ExpiredTokenException", "ExpiredToken",
+                    "The security token included in the request is expired")
+        return super().intercept(action, headers, body)

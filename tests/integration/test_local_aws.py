@@ -1,10 +1,13 @@
 """The local stand-ins themselves: IAM enforcement, the operator, the moto
 shim's resource-level checks for DynamoDB (stock moto asks about ``*``), and the
-counting proxy's injected faults, a credentials endpoint's outage."""
+counting proxy's injected faults, a credentials endpoint's outage, killing a worker."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 
 import boto3
 import pytest
@@ -13,10 +16,12 @@ from botocore.exceptions import (ClientError, ConnectionClosedError, MetadataRet
                                  ReadTimeoutError)
 from botocore.utils import ContainerMetadataFetcher
 
+from local_aws.celery_worker import CeleryWorker
 from local_aws.container_credentials import CredentialsEndpoint, MintedCredentials
 
-from local_aws.counting_proxy import ANY, CountingProxy
-from local_aws.fleet import EMULATOR_KEYS, sqs_client
+from local_aws.counting_proxy import ANY, CountingProxy, TokenCheckingProxy
+from local_aws.fleet import (EMULATOR_KEYS, create_queue, prepare_worker_dir, sqs_client,
+                             worker_document, worker_env)
 from local_aws.moto_server import REGION, MotoServer
 from local_aws.operator import create_operator
 
@@ -152,3 +157,52 @@ def test_a_credentials_endpoint_that_goes_down_resets_requests_until_it_comes_ba
         endpoint.come_back()
         assert fetcher.retrieve_full_uri(endpoint.uri)["Token"] == served["Token"]
         assert endpoint.refused == ContainerMetadataFetcher.RETRY_ATTEMPTS
+
+
+def test_the_token_checking_proxy_refuses_expired_tokens_and_passes_the_rest(fauxqs):
+    expired = {"old": True, "new": False}
+    with TokenCheckingProxy(fauxqs.endpoint_url, expired.get) as proxy:
+        def client(token: str | None):
+            return boto3.client("sqs", endpoint_url=proxy.endpoint_url, region_name=REGION,
+                                aws_access_key_id="ASIAEXAMPLE", aws_secret_access_key="x",
+                                aws_session_token=token,
+                                config=Config(retries={"total_max_attempts": 1}))
+        with pytest.raises(ClientError) as refused:
+            client("old").list_queues()
+        assert refused.value.response["Error"]["Code"] == "ExpiredToken"
+        for token in ("new", "unknown", None):
+            client(token).list_queues()
+        assert proxy.faulted() == {"ExpiredToken": 1}
+
+
+def test_a_burst_limited_in_time_expires_unspent(proxied):
+    _direct, sqs, proxy, url = proxied
+    proxy.inject(ANY, 5, 503, "ServiceUnavailable", within=0.3)
+    with pytest.raises(ClientError):
+        sqs.send_message(QueueUrl=url, MessageBody="in the burst")
+    time.sleep(0.4)
+    sqs.send_message(QueueUrl=url, MessageBody="after it")
+    assert proxy.faulted() == {"ServiceUnavailable": 1}
+
+
+def test_a_killed_worker_takes_its_pool_processes_with_it(fauxqs, tmp_path):
+    """``CeleryWorker.kill`` is a container's SIGKILL: the main process and every pool
+    process die at once, with no warm shutdown."""
+    queue = create_queue(sqs_client(fauxqs.endpoint_url), "killed-worker", visibility=30, wait=1)
+    prepare_worker_dir(tmp_path, worker_document({"killed-worker": queue},
+                                                 default_queue="killed-worker"),
+                       transport="bundled", tasks_module="ktasks",
+                       tasks_source="from celery import Celery\n"
+                                    "app = Celery('ktasks')\n"
+                                    "app.config_from_object('celeryconfig')\n")
+    worker = CeleryWorker("ktasks", worker_env(tmp_path, fauxqs.endpoint_url),
+                          tmp_path / "worker.log", pool="prefork", concurrency=2,
+                          hostname="killed@%h").start()
+    pool = worker.pool_pids()
+    assert len(pool) == 2
+    assert worker.kill() == -signal.SIGKILL
+    assert not worker.running() and worker.pool_pids() == []
+    for pid in pool:  # gone, or a zombie left for init to reap
+        assert not os.path.exists(f"/proc/{pid}") or \
+            open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    assert "Warm shutdown" not in worker.log_text()
