@@ -25,6 +25,11 @@ Choices, and why:
   checked for the queue it came from (its visibility timeout with stock, SQS's 12-hour
   cap on the bundled heartbeat).
 - remote control and events off: SQS supports neither.
+- ``task_publish_retry = False``: the bundled transport's publish client is the one
+  retry policy of a publish (``runtime.publishing``). Kombu's retry adds nothing on
+  SQS (no connection to restore) but runs the client's whole retry sequence again
+  after a network error: twice the attempts, and twice the wait when SQS never
+  answers (measured with stock: 6 SendMessage attempts, 360 s, instead of 3 in 180 s).
 - ``result_backend``: the result table. With the bundled transport, through the kit's
   backend (``runtime.result_backend``: bounded client, Celery's retry loop switched on
   with ``RETRY_SETTINGS``, a result that cannot be stored logged, never costing a task
@@ -89,6 +94,7 @@ def celery_settings(config: WorkerConfig, *,
         "worker_enable_remote_control": False,
         "worker_send_task_events": False,
         "task_send_sent_event": False,
+        "task_publish_retry": False,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],

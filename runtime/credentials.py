@@ -55,8 +55,9 @@ def session_name(prefix: str = "celery") -> str:
     return f"{prefix}-{host[: 64 - len(prefix) - len(pid) - 2]}-{pid}"
 
 
-PROFILES = ("receive", "ops", "shutdown")
-"""Client configurations: long polls; every other call; the last calls at shutdown."""
+PROFILES = ("receive", "publish", "ops", "shutdown")
+"""Client configurations: long polls; publishes (bounded: ``runtime.publishing``); every
+other call; the last calls at shutdown."""
 ASSUME_BACKOFF_BASE, ASSUME_BACKOFF_MAX = 1.0, 60.0
 
 

@@ -14,7 +14,9 @@ caller can catch exactly what it means::
     │   ├── MessageTooLarge      a task's message is over SQS's size limit; not sent
     │   ├── EtaTooFar            a FIFO task's ETA is beyond what a worker may hold; not sent
     │   └── CredentialsError     credentials expired or the role cannot be assumed
-    ├── PublishError         tasks of a batched publish SQS did not accept
+    ├── PublishError         tasks SQS did not accept: an apply_async after the publish
+    │                        retry policy, or tasks of a batched publish; also kombu's
+    │                        OperationalError, as Celery documents for apply_async
     └── UsageError           an operator command (python -m runtime.ops) was asked for
                              something it cannot do: an unknown queue, a queue without
                              a DLQ, options that do not go together
@@ -24,6 +26,8 @@ given, so that it can be shown to a user as it is, without a traceback.
 """
 
 from __future__ import annotations
+
+from kombu.exceptions import OperationalError
 
 
 class KitError(Exception):
@@ -106,11 +110,14 @@ class CredentialsError(TransportError):
             "profile, the STS role's trust policy (and ExternalId), and the clock")
 
 
-class PublishError(KitError):
-    """Some tasks of a ``batch_publish`` block were not accepted by SQS.
+class PublishError(KitError, OperationalError):
+    """SQS did not accept tasks: one ``apply_async`` (throttled or failing after the
+    publish client's attempts, or no answer at all), or some of a ``batch_publish``
+    block (``runtime.publishing``).
 
     ``failed`` maps each task id to why (the AWS code, or what stopped it); every
-    task id not in it was accepted.
+    task id not in it was accepted. Also kombu's ``OperationalError``, which Celery
+    documents ``apply_async`` raises when it cannot reach the broker.
     """
 
     def __init__(self, failed: dict[str, str]) -> None:
@@ -119,6 +126,9 @@ class PublishError(KitError):
         more = f" and {len(failed) - 10} more" if len(failed) > 10 else ""
         super().__init__(f"{len(failed)} task(s) were not published: {shown}{more}; "
                          "publish them again")
+
+    def __reduce__(self) -> tuple[type, tuple[dict[str, str]]]:
+        return type(self), (self.failed,)
 
 
 class UsageError(KitError):

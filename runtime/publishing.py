@@ -1,28 +1,65 @@
-"""Batched publishing: many tasks sent as SendMessageBatch calls of up to 10.
+"""Publishing: the retry policy of a publish, what it raises when SQS does not accept a
+task, and batched publishing.
 
-Publishing one task is one SendMessage. A producer that sends many at once (a
-``group``, a loop of ``delay()`` calls, a backfill) can instead send them in
-batches, inside a context::
+The retry policy
+    The bundled transport sends every publish (SendMessage, and SendMessageBatch
+    below) through its ``publish`` client: 2 s to connect, 5 s for the answer, 4
+    attempts in all (botocore's standard retries: throttling backs off up to 1, 2 and
+    4 s, 5xx and the network up to 50, 100 and 200 ms). Nothing else retries: the
+    rendered configuration sets ``task_publish_retry = False``, because Celery's
+    retry (kombu's ``ensure``) would only run that whole sequence again after a
+    network error, and the kit's errors are not among kombu's connection errors. So
+    ``apply_async`` returns once SQS has accepted the task, or raises: at once for a
+    final answer, in well under a second when the endpoint refuses connections, in
+    about 8 s when packets are dropped, in about 20 s when it accepts and never
+    answers; never later than 4 x (2 + 5) s plus 7 s of backoff.
 
-    from runtime.publishing import batch_publish
+What it raises
+    :class:`~runtime.errors.QueueAccessDenied`, :class:`~runtime.errors.QueueNotFound`,
+    :class:`~runtime.errors.CredentialsError` and :class:`~runtime.errors.MessageTooLarge`
+    for final answers, as before; :class:`~runtime.errors.PublishError` naming the
+    task id and why for everything else (throttled or 5xx after the attempts, any
+    other answer, an endpoint that refuses or does not answer): :func:`publish_error`.
+    ``PublishError`` is also :class:`kombu.exceptions.OperationalError`, what Celery
+    documents ``apply_async`` raises when it cannot reach the broker, so code that
+    catches ``app.OperationalError`` keeps working.
 
-    with batch_publish(app):
-        for order in orders:
-            process.delay(order.id)
+Sent or not
+    A task is in the queue when ``apply_async`` has returned, and not when it raised,
+    but for one case no client can settle: an attempt whose answer was lost
+    (``ReadTimeoutError``, ``ConnectionClosedError``; the reason then says "SQS may
+    have queued it") may have been queued, and the next attempt queues it again. A
+    FIFO queue drops such copies (the deduplication id is the task id and its retry
+    count; SQS remembers it 5 minutes), so a task published again after a
+    ``PublishError`` is queued once. A standard queue keeps them: the task may run
+    twice, as at-least-once delivery allows anyway; make such tasks idempotent.
 
-Inside it, on the thread that entered it, every message published through the
-bundled transport is held and sent with others for the same queue: when 10 wait,
-when the batch would pass SQS's payload cap (``MAX_BATCH_BYTES``), ``flush_delay``
-seconds (default ``0.05``) after the first, and at exit. The ``with`` block ends
-only when SQS has accepted every message: entries failing transiently
-(throttling, 5xx, ``SenderFault`` false, the network) are sent again, up to
-``max_attempts`` times in all; anything still not accepted raises
-:class:`runtime.errors.PublishError` naming the task ids, so a caller never
-believes a task was sent when it was not. A message is built exactly as one-by-one
-publishing builds it (FIFO group and deduplication ids, delays, attributes), so
-each keeps its own. Outside the context publishing is unchanged and synchronous.
+Batched publishing
+    Publishing one task is one SendMessage. A producer that sends many at once (a
+    ``group``, a loop of ``delay()`` calls, a backfill) can instead send them in
+    batches, inside a context::
+
+        from runtime.publishing import batch_publish
+
+        with batch_publish(app):
+            for order in orders:
+                process.delay(order.id)
+
+    Inside it, on the thread that entered it, every message published through the
+    bundled transport is held and sent with others for the same queue: when 10 wait,
+    when the batch would pass SQS's payload cap (``MAX_BATCH_BYTES``), ``flush_delay``
+    seconds (default ``0.05``) after the first, and at exit. ``delay()`` returns before
+    its task is sent: the ``with`` block ends only when SQS has accepted every
+    message, and otherwise raises :class:`~runtime.errors.PublishError` naming the
+    task ids that were not accepted (every other one was). Entries SQS fails on its
+    side (``SenderFault`` false) are sent again, up to ``max_attempts`` times in all;
+    a batch call that fails whole (after the client's attempts above) is not sent
+    again, and no request is made for the tasks held after it: SQS throttles or
+    cannot be reached, and the block ends within one call's bound instead of one per
+    batch. A message is built exactly as one-by-one publishing builds it (FIFO group
+    and deduplication ids, delays, attributes), so each keeps its own. Outside the
+    context publishing is unchanged and synchronous.
 """
-
 from __future__ import annotations
 
 import contextvars
@@ -35,9 +72,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.client import BaseClient
+from botocore.exceptions import (ClientError, ConnectionClosedError, ConnectionError,
+                                 HTTPClientError, ReadTimeoutError)
 
 from runtime.batching import BATCH_SIZE, send_batch
 from runtime.errors import ConfigError, PublishError
+from runtime.sqs_errors import error_code, typed_error
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +129,7 @@ class BatchPublisher:
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}
         self._failed: dict[str, str] = {}  # task id -> why
+        self._down: str | None = None  # why a batch call failed whole; nothing is sent after
         self._stop = threading.Event()
         self._timer = threading.Thread(target=self._flush_when_due, daemon=True,
                                        name="kit-sqs-batch-publish")
@@ -126,6 +167,11 @@ class BatchPublisher:
     def _send(self, pending: _Pending) -> None:
         entries = pending.entries
         while entries:
+            with self._lock:
+                if self._down is not None:
+                    for entry in entries:
+                        self._failed[entry.task_id] = f"not sent: {self._down}"
+                    return
             for entry in entries:
                 entry.attempts += 1
             outcome = send_batch(pending.client.send_message_batch, pending.url, entries,
@@ -134,12 +180,18 @@ class BatchPublisher:
                 self.sent += len(outcome.done)
                 for entry, code in outcome.failed:
                     self._failed[entry.task_id] = code
-            entries = [e for e in outcome.retry if e.attempts < self.max_attempts]
-            with self._lock:
+                if outcome.error is not None and outcome.retry:
+                    # Failed whole after the client's own attempts: another call now
+                    # would only wait out the same outage.
+                    self._down = f"a batch call failed with {why(outcome.error)}"
+                    for entry in outcome.retry:
+                        self._failed[entry.task_id] = why(outcome.error)
+                    return
                 for entry in outcome.retry:
                     if entry.attempts >= self.max_attempts:
-                        self._failed[entry.task_id] = _why(outcome.error) + \
-                            f" after {entry.attempts} attempts"
+                        self._failed[entry.task_id] = \
+                            f"failed on SQS's side {entry.attempts} times"
+            entries = [e for e in outcome.retry if e.attempts < self.max_attempts]
             if entries:
                 time.sleep(min(0.05 * 2 ** entries[0].attempts, 2.0))
 
@@ -159,8 +211,29 @@ class BatchPublisher:
         self._timer.start()
 
 
-def _why(error: BaseException | None) -> str:
-    return type(error).__name__ if error is not None else "not accepted"
+UNCONFIRMED = (ReadTimeoutError, ConnectionClosedError)
+"""Failures after the request was sent: SQS may have acted on it."""
+
+
+def why(error: BaseException) -> str:
+    """The reason a publish failed, as ``PublishError`` names it: the AWS code or the
+    exception's type, and whether SQS may have queued it anyway."""
+    if isinstance(error, UNCONFIRMED):
+        return f"{error_code(error)}: sent, no answer (SQS may have queued it)"
+    return error_code(error)
+
+
+def publish_error(error: Exception, *, queue: str, task_id: str) -> Exception:
+    """What a publish of ``task_id`` to ``queue`` that failed with ``error`` raises
+    (module docstring): the kit's typed error for a final answer it has one for,
+    ``PublishError`` for any other answer and for no answer, and ``error`` itself for
+    anything else (a request botocore refused to build)."""
+    if isinstance(error, ClientError):
+        return typed_error(error, queue=queue, action="SendMessage") or \
+            PublishError({task_id: why(error)})
+    if isinstance(error, (ConnectionError, HTTPClientError)):
+        return PublishError({task_id: why(error)})
+    return error
 
 
 def current() -> BatchPublisher | None:

@@ -3,11 +3,15 @@ SendMessageBatch calls, and the block ends only when SQS accepted every one."""
 
 from __future__ import annotations
 
-import pytest
-from botocore.exceptions import EndpointConnectionError
+import pickle
 
-from runtime.errors import ConfigError, PublishError
-from runtime.publishing import MAX_BATCH_BYTES, BatchPublisher, batch_publish
+import pytest
+from botocore.exceptions import EndpointConnectionError, ParamValidationError, ReadTimeoutError
+from kombu.exceptions import OperationalError
+
+from runtime.errors import ConfigError, PublishError, QueueAccessDenied
+from runtime.publishing import MAX_BATCH_BYTES, BatchPublisher, batch_publish, publish_error
+from tests.unit.fake_aws import aws_error
 from tests.unit.stub_sqs import StubSqs
 
 URL = "https://sqs.us-east-1.amazonaws.com/123456789012/work"
@@ -77,16 +81,70 @@ def test_partial_failures_are_retried_or_named_and_the_close_raises():
     assert "t2 (InvalidMessageContents)" in str(raised.value)
 
 
-def test_a_network_that_stays_down_names_every_task_after_the_attempts():
-    def respond(_action, _kwargs):
-        raise EndpointConnectionError(endpoint_url=URL)
-    stub = StubSqs(respond)
+def test_an_entry_sqs_keeps_failing_on_its_side_is_named_after_the_attempts():
+    stub = StubSqs(lambda _a, _kw: {"Failed": [{"Id": "0", "SenderFault": False,
+                                                 "Code": "InternalError"}]})
     p = publisher(max_attempts=2)
     p.add(stub, request(1), "t1")
     with pytest.raises(PublishError) as raised:
         p.close()
-    assert raised.value.failed == {"t1": "EndpointConnectionError after 2 attempts"}
+    assert raised.value.failed == {"t1": "failed on SQS's side 2 times"}
     assert len(stub.calls) == 2
+
+
+def test_a_batch_call_failing_whole_is_not_repeated_and_nothing_is_sent_after_it():
+    answers = iter([{}, EndpointConnectionError(endpoint_url=URL)])
+
+    def respond(_action, _kwargs):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+    stub = StubSqs(respond)
+    p = publisher()
+    for i in range(25):
+        p.add(stub, request(i), f"t{i}")
+    with pytest.raises(PublishError) as raised:
+        p.close()
+    assert len(stub.calls) == 2  # the client already retried the failed call
+    assert p.sent == 10
+    assert raised.value.failed == {
+        **{f"t{i}": "EndpointConnectionError" for i in range(10, 20)},
+        **{f"t{i}": "not sent: a batch call failed with EndpointConnectionError"
+           for i in range(20, 25)}}
+
+
+def test_a_call_whose_answer_was_lost_says_sqs_may_have_queued_it():
+    def respond(_action, _kwargs):
+        raise ReadTimeoutError(endpoint_url=URL)
+    p = publisher()
+    p.add(StubSqs(respond), request(1), "t1")
+    with pytest.raises(PublishError) as raised:
+        p.close()
+    assert raised.value.failed == {
+        "t1": "ReadTimeoutError: sent, no answer (SQS may have queued it)"}
+
+
+@pytest.mark.parametrize("error, raised", [
+    (aws_error("AccessDenied", 403, "SendMessage"), QueueAccessDenied),
+    (aws_error("ThrottlingException", 400, "SendMessage"), PublishError),
+    (aws_error("InternalError", 500, "SendMessage"), PublishError),
+    (EndpointConnectionError(endpoint_url=URL), PublishError),
+    (ReadTimeoutError(endpoint_url=URL), PublishError),
+    (ParamValidationError(report="bad"), ParamValidationError),
+])
+def test_a_failed_publish_raises_a_typed_error_or_publish_error_naming_the_task(error, raised):
+    failure = publish_error(error, queue="work", task_id="t1")
+    assert type(failure) is raised
+    if raised is PublishError:
+        assert list(failure.failed) == ["t1"]
+
+
+def test_publish_error_is_what_celery_callers_catch_and_survives_pickling():
+    error = PublishError({"t1": "EndpointConnectionError"})
+    assert isinstance(error, OperationalError)  # Celery's documented apply_async error
+    copy = pickle.loads(pickle.dumps(error))  # a prefork child hands it to its parent
+    assert (copy.failed, str(copy)) == (error.failed, str(error))
 
 
 def test_batch_publish_refuses_a_transport_that_cannot_batch():
