@@ -18,6 +18,13 @@ deletes (batches of 10, sent when 10 wait or ``flush_delay`` after a batch's old
 ack; up to four on the wire at once when acks pile up), extensions
 (``runtime.visibility``). A move's delete is asked for only once its send landed.
 
+Deletes are the one kind of work the lane's thread does not wait for: each batch
+goes out on a small pool of its own (``DELETES_IN_FLIGHT`` threads) and settles
+there. A delete stalled on the network (an answer that never comes, then the
+client's read timeout and retries: tens of seconds) must not hold up the
+extensions that keep the queue's other messages invisible, or they reappear and
+run twice; nor the acks behind it.
+
 Why a lane per queue: a slow or failing queue (throttled, its role's STS
 unreachable) delays only its own work; and a release is never undone by an
 extension already on the wire, because both run on this one thread in order.
@@ -46,7 +53,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,7 +124,10 @@ class QueueLane:
     def __init__(self, *, queue: str | None, url: str, visibility_timeout: int,
                  client: ClientFor, dead_letter_url: str | None = None,
                  flush_delay: float = 0.1, heartbeat: bool = True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 delete_executor: Executor | None = None) -> None:
+        """``delete_executor``: where delete batches run (default: a pool of
+        ``DELETES_IN_FLIGHT`` threads, made on first use)."""
         self.queue = queue
         self.url = url
         self.visibility_timeout = visibility_timeout
@@ -133,7 +143,10 @@ class QueueLane:
         self._moves: list[_Move] = []
         cap = min(BACKOFF_MAX, max(visibility_timeout / 4, BACKOFF_BASE))
         self._backoff = {kind: _Backoff(cap) for kind in _WORK}
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: Executor | None = delete_executor
+        self._deletes_on_wire = 0  # batches
+        self._deleting = 0  # their messages
+        self._deletes_settled = threading.Condition(self._lock)
         self._stopping = False  # close has begun: work waits for close() to send it in order
         self._closed = False
         self.deleted = 0
@@ -225,7 +238,7 @@ class QueueLane:
     def _tick(self) -> float:
         now = self._clock()
         client = self._client("ops")
-        steps: list[tuple[str, Callable[[], bool]]] = [
+        steps: list[tuple[str, Callable[[], bool | None]]] = [
             ("change", lambda: self._send_changes(client)),
             ("move", lambda: self._send_moves(client)),
             ("delete", lambda: self._send_deletes(client, now, everything=False)),
@@ -235,7 +248,10 @@ class QueueLane:
             backoff = self._backoff[kind]
             if now < backoff.retry_at:
                 continue
-            if step():
+            verdict = step()
+            if verdict is None:  # settled elsewhere (deletes, on their own threads)
+                continue
+            if verdict:
                 backoff.failed(self._clock())
             else:
                 backoff.succeeded()
@@ -249,7 +265,8 @@ class QueueLane:
                 times.append(self._backoff["change"].retry_at)
             if self._moves:
                 times.append(self._backoff["move"].retry_at)
-            if self._deletes:
+            if self._deletes and self._deletes_on_wire < DELETES_IN_FLIGHT:
+                # (with every slot on the wire, the first to settle wakes the lane)
                 due = now if len(self._deletes) >= BATCH_SIZE else \
                     self._deletes[0][1] + self.flush_delay
                 times.append(max(due, self._backoff["delete"].retry_at))
@@ -329,54 +346,72 @@ class QueueLane:
                                                  or message["MessageId"])
         return request
 
-    def _send_deletes(self, client: BaseClient, now: float, *, everything: bool) -> bool:
-        while True:
-            with self._lock:
-                batches = []
-                # A batch goes when full, or flush_delay after its oldest ack, or at close.
-                while self._deletes and len(batches) < DELETES_IN_FLIGHT and (
-                        everything or len(self._deletes) >= BATCH_SIZE
-                        or now - self._deletes[0][1] >= self.flush_delay):
-                    batches.append([handle for handle, _at in self._deletes[:BATCH_SIZE]])
-                    del self._deletes[:BATCH_SIZE]
-            if not batches:
-                return False
-            outcomes = self._in_parallel([
-                lambda batch=batch: send_batch(client.delete_message_batch, self.url, batch,
-                                               lambda handle: {"ReceiptHandle": handle})
-                for batch in batches])
-            retry = False
-            for outcome in outcomes:
-                with self._lock:
-                    for handle in outcome.done:
-                        self._held.pop(handle, None)
-                    for handle, _code in outcome.failed:
-                        self._held.pop(handle, None)
-                    self.deleted += len(outcome.done)
-                    self._deletes[:0] = [(handle, now) for handle in outcome.retry]
-                for code in sorted({code for _h, code in outcome.failed}):
-                    lost = sum(1 for _h, c in outcome.failed if c == code)
-                    logger.warning("could not delete %d acknowledged message(s) from queue %r "
-                                   "(%s): SQS will deliver them again after their visibility "
-                                   "timeout", lost, self.queue, code)
-                    self._tell_failure("delete", code)
-                if outcome.retry:
-                    self._log_retry("delete", len(outcome.retry), outcome.error)
-                    retry = True
-            if retry:
-                return True
+    def _send_deletes(self, client: BaseClient, now: float, *, everything: bool) -> None:
+        """Put the batches that are ready on the wire, each on a delete thread, while
+        fewer than ``DELETES_IN_FLIGHT`` are there. A batch goes when full, or
+        ``flush_delay`` after its oldest ack, or (``everything``) at close. Returns
+        ``None``: each batch settles its own backoff (``_settle_deletes``)."""
+        with self._lock:
+            batches = []
+            while self._deletes and self._deletes_on_wire < DELETES_IN_FLIGHT and (
+                    everything or len(self._deletes) >= BATCH_SIZE
+                    or now - self._deletes[0][1] >= self.flush_delay):
+                batches.append([handle for handle, _at in self._deletes[:BATCH_SIZE]])
+                del self._deletes[:BATCH_SIZE]
+                self._deletes_on_wire += 1
+                self._deleting += len(batches[-1])
+            if batches and self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=DELETES_IN_FLIGHT,
+                                                thread_name_prefix=f"{self._name}-delete")
+            pool = self._pool
+        for batch in batches:
+            pool.submit(self._delete_batch, client, batch)
 
-    def _in_parallel(self, calls: list[Callable[[], BatchOutcome[str]]]
-                     ) -> list[BatchOutcome[str]]:
-        """Run the calls at once (the first on this thread): one batch per round trip
-        would cap a busy queue's deletes at 10 per round trip."""
-        if len(calls) == 1:
-            return [calls[0]()]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=DELETES_IN_FLIGHT - 1,
-                                            thread_name_prefix=f"{self._name}-delete")
-        futures = [self._pool.submit(call) for call in calls[1:]]
-        return [calls[0](), *(future.result() for future in futures)]
+    def _delete_batch(self, client: BaseClient, batch: list[str]) -> None:
+        outcome: BatchOutcome[str] = BatchOutcome(retry=batch)  # if sorting itself failed
+        try:
+            outcome = send_batch(client.delete_message_batch, self.url, batch,
+                                 lambda handle: {"ReceiptHandle": handle})
+        finally:
+            self._settle_deletes(batch, outcome)
+
+    def _settle_deletes(self, batch: list[str], outcome: BatchOutcome[str]) -> None:
+        now = self._clock()
+        with self._lock:
+            for handle in outcome.done:
+                self._held.pop(handle, None)
+            for handle, _code in outcome.failed:
+                self._held.pop(handle, None)
+            self.deleted += len(outcome.done)
+            self._deletes[:0] = [(handle, now) for handle in outcome.retry]
+            if outcome.retry:
+                self._backoff["delete"].failed(now)
+            elif not outcome.failed:
+                self._backoff["delete"].succeeded()
+        for code in sorted({code for _h, code in outcome.failed}):
+            lost = sum(1 for _h, c in outcome.failed if c == code)
+            logger.warning("could not delete %d acknowledged message(s) from queue %r "
+                           "(%s): SQS will deliver them again after their visibility "
+                           "timeout", lost, self.queue, code)
+            self._tell_failure("delete", code)
+        if outcome.retry:
+            self._log_retry("delete", len(outcome.retry), outcome.error)
+        with self._lock:  # settled only now: a shutdown waiting for it finds it all said
+            self._deletes_on_wire -= 1
+            self._deleting -= len(batch)
+            self._deletes_settled.notify_all()
+        if not self._stopping:
+            self._ticker.wake()  # the next batches, or the backoff's retry
+
+    def _deletes_landed(self, deadline: float) -> bool:
+        """Wait until no delete is on the wire (``False`` at the deadline)."""
+        with self._lock:
+            while self._deletes_on_wire:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._deletes_settled.wait(left)
+            return True
 
     def _extend(self, client: BaseClient, now: float) -> bool:
         vt = self.visibility_timeout
@@ -451,14 +486,18 @@ class QueueLane:
                     del self._held[held.handle]
                     self._changes.append((held.handle, 0))
         while time.monotonic() < deadline:
-            retry = [self._send_moves(client),  # moves end in deletes: both before releases
-                     self._send_deletes(client, self._clock(), everything=True),
-                     self._send_changes(client)]
-            if not any(retry):
+            moves_left = self._send_moves(client)  # moves end in deletes: both before releases
+            self._send_deletes(client, self._clock(), everything=True)
+            if not self._deletes_landed(deadline):
+                break
+            with self._lock:
+                deletes_left = bool(self._deletes)
+            if not (self._send_changes(client) or moves_left or deletes_left):
                 return True
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         with self._lock:
-            deletes, moves, changes = len(self._deletes), len(self._moves), len(self._changes)
+            deletes = len(self._deletes) + self._deleting
+            moves, changes = len(self._moves), len(self._changes)
         if deletes or moves:
             logger.warning("queue %r: %d acknowledged and %d dead-lettered message(s) not "
                            "deleted before the shutdown deadline: SQS will deliver them again",

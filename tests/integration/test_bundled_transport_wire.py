@@ -1,6 +1,7 @@
 """The bundled transport at the wire, on fauxqs, requests counted by a proxy
 between the worker and the emulator (batched deletes flushed on SIGTERM, no
-control-plane calls, idle cost, throttling, 5xx and AccessDenied handling) or,
+control-plane calls, idle cost, throttling, 5xx, AccessDenied, connection resets,
+stalled answers and a long poll that never returns) or,
 where a proxy would change the timing, by a hook in the worker's client (full
 receive batches on a busy worker)."""
 
@@ -17,8 +18,10 @@ from tests.integration.fleet import lines, publish, queue_counts, recording_flee
 
 pytestmark = pytest.mark.integration
 
-CONTROL_PLANE = {"ListQueues", "GetQueueUrl", "CreateQueue", "GetQueueAttributes",
-                 "SetQueueAttributes", "DeleteQueue", "PurgeQueue"}
+CONTROL_PLANE = {"ListQueues", "GetQueueUrl", "CreateQueue", "SetQueueAttributes",
+                 "DeleteQueue", "PurgeQueue"}
+"""Actions the worker roles are not granted. GetQueueAttributes is granted: a worker asks
+it once per queue, before consuming (``runtime.queue_check``)."""
 
 
 @pytest.fixture
@@ -86,6 +89,7 @@ def test_a_worker_with_predefined_queues_makes_no_control_plane_call(fleet, prox
         wait_for(lambda: len(lines(runs)) == 12, 30, "12 tasks to run")
     counts = proxy.counts()
     assert CONTROL_PLANE.isdisjoint(counts), counts
+    assert counts.pop("GetQueueAttributes") == 1, counts  # the check before consuming
     assert set(counts) <= {"SendMessage", "ReceiveMessage", "DeleteMessageBatch",
                            "ChangeMessageVisibilityBatch"}, counts
 
@@ -111,6 +115,27 @@ def test_throttled_and_failing_receives_are_retried_and_lose_nothing(fleet, prox
         wait_for(lambda: len(lines(runs)) >= 10, 60, "all tasks despite the faults")
         time.sleep(1)
     assert sorted(lines(runs)) == sorted(f"quick {i}" for i in range(10))
+
+
+def test_resets_stalls_and_a_long_poll_that_never_answers_heal_without_a_restart(
+        fleet, proxy, tmp_path):
+    """Connections reset after SQS acted, an answer stalled past the read timeout, and a
+    long poll that never returns: the worker recovers by itself and every task runs. A
+    receive SQS applied but whose answer was lost costs its messages one visibility
+    timeout; a delete applied but unanswered is retried harmlessly."""
+    sqs, queue, env, runs = fleet(visibility=5)
+    publish(env, "from ttasks import quick\n[quick.delay(i) for i in range(20)]", tmp_path)
+    proxy.inject_hang("ReceiveMessage", 1)
+    proxy.inject_reset("ReceiveMessage", 2)
+    proxy.inject_reset("DeleteMessageBatch", 1)
+    proxy.inject_stall("DeleteMessageBatch", 1, 12)  # the ops profile reads for 10 s
+    with CeleryWorker("ttasks", env, tmp_path / "worker.log", pool="threads", concurrency=2):
+        wait_for(lambda: {f"quick {i}" for i in range(20)} <= set(lines(runs)), 90,
+                 "every task despite the faults")
+        wait_for(lambda: queue_counts(sqs, queue["url"]) == (0, 0), 60, "every delete")
+    assert proxy.faulted() == {"hang": 1, "reset": 3, "stall": 1}
+    assert sorted(set(lines(runs))) == sorted(f"quick {i}" for i in range(20))
+    assert len(lines(runs)) == 20, "a duplicate run"
 
 
 def test_access_denied_on_publish_is_a_typed_error_naming_queue_and_fix(fleet, proxy, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Executor, Future
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
@@ -28,12 +29,27 @@ class Clock:
         return self.now
 
 
+class Inline(Executor):
+    """Runs each delete batch at once, on the ticking thread: hand-ticked tests stay in
+    step."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
 def lane(stub: StubSqs, *, clock: Clock | None = None, delay: float = 3600.0,
-         vt: int = 60, dlq: str | None = DLQ, shutdown: StubSqs | None = None) -> QueueLane:
+         vt: int = 60, dlq: str | None = DLQ, shutdown: StubSqs | None = None,
+         inline_deletes: bool | None = None) -> QueueLane:
+    """A lane on ``stub``; with ``clock``, ticked by hand and (unless told otherwise)
+    deleting inline."""
     clients = {"ops": stub, "shutdown": shutdown or stub}
+    inline = clock is not None if inline_deletes is None else inline_deletes
     q = QueueLane(queue="work", url=URL, visibility_timeout=vt,
                   client=lambda profile: clients[profile], dead_letter_url=dlq,
-                  flush_delay=delay, clock=clock or time.monotonic)
+                  flush_delay=delay, clock=clock or time.monotonic,
+                  delete_executor=Inline() if inline else None)
     if clock is not None:  # the test ticks by hand, on its fake clock: no thread of its own
         q._ticker.wake = lambda: None
     return q
@@ -253,6 +269,34 @@ def test_a_failing_kind_of_work_backs_off_without_stopping_the_others():
     clock.now += 31
     q._tick()
     assert "ChangeMessageVisibilityBatch" in stub.actions()  # extended despite the deletes
+
+
+def test_a_stalled_delete_holds_up_neither_the_extensions_nor_the_next_acks():
+    """A delete whose answer never comes (until the test lets it) sits on a delete
+    thread: the lane still extends its held messages and sends the acks behind it."""
+    answer, answered = threading.Event(), threading.Event()
+
+    def respond(action, kwargs):
+        if action == "DeleteMessageBatch" and kwargs["Entries"][0]["ReceiptHandle"] == "stuck":
+            answer.wait(10)
+            answered.set()
+        return {}
+    stub, clock = StubSqs(respond), Clock()
+    q = lane(stub, clock=clock, delay=0.0, inline_deletes=False)
+    q.hold(["stuck", "held", "next"])
+    q.ack("stuck")
+    q._tick()
+    q.ack("next")
+    clock.now += 31
+    q._tick()
+    try:
+        assert not answered.is_set()  # all of the above while the delete is still stalled
+        assert "held" in {e["ReceiptHandle"] for e in entries(stub, "ChangeMessageVisibilityBatch")}
+        assert "next" in {e["ReceiptHandle"] for e in entries(stub, "DeleteMessageBatch")}
+    finally:
+        answer.set()
+    assert q._deletes_landed(time.monotonic() + 5)
+    assert q.deleted == 2 and not q.holds("stuck")
 
 
 # releases, dead letters and shutdown ----------------------------------------------------
@@ -505,10 +549,11 @@ def test_acks_that_pile_up_go_out_as_several_batches_at_once():
             on_the_wire[0] -= 1
         return {}
     stub = StubSqs(respond)
-    q = lane(stub, clock=Clock(), delay=3600.0)
+    q = lane(stub, clock=Clock(), delay=3600.0, inline_deletes=False)
     for i in range(45):
         q.ack(f"r{i}")
     q._tick()  # four full batches at once; the last five wait for their delay
+    assert q._deletes_landed(time.monotonic() + 5)
     assert most[0] == 4
     assert sorted(len(kw["Entries"]) for _a, kw in stub.calls) == [10, 10, 10, 10]
     assert q.deleted == 40
