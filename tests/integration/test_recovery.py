@@ -1,0 +1,43 @@
+"""Recovery after kill -9, with the bundled transport's short visibility timeout (issue
+11): a killed worker's task runs again on another worker once the window its heartbeat
+last granted ends, and a healthy worker's long task is still run exactly once. Real
+``celery worker`` processes on fauxqs; the scenario is the one ``python -m
+bench.recovery`` times (BENCHMARKS.md), at 30 s instead of the 60 s default to keep the
+run short."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.recovery import RecoveryFleet, kill_to_rerun
+
+pytestmark = pytest.mark.integration
+
+VISIBILITY = 30
+"""The bundled rule's minimum (``infra.rules.MIN_BUNDLED_VISIBILITY``)."""
+
+
+@pytest.fixture
+def fleet(fauxqs, tmp_path) -> RecoveryFleet:
+    return RecoveryFleet(tmp_path, fauxqs.endpoint_url, transport="bundled",
+                         visibility=VISIBILITY, task_time_limit=600)
+
+
+def test_a_task_of_a_killed_worker_runs_again_on_another_worker(fleet):
+    survivor = fleet.worker("b")
+    try:
+        # killed after the heartbeat extended the message (due with half the window left)
+        kill_to_rerun(fleet, survivor, tag="killed", kill_after=VISIBILITY * 2 / 3)
+        fleet.wait_for("done", "killed", worker="b", timeout=30)
+        assert fleet.drained()  # acked on b: nothing left to come back
+    finally:
+        survivor.stop()
+    assert [e.worker for e in fleet.events("start", "killed")] == ["a", "b"]
+
+
+def test_a_task_running_three_visibility_timeouts_on_a_healthy_worker_runs_once(fleet):
+    with fleet.worker("b"):
+        fleet.send(f"hold.delay('long', {3 * VISIBILITY + 5})")
+        fleet.wait_for("done", "long", worker="b", timeout=3 * VISIBILITY + 60)
+        assert fleet.drained()
+    assert [e.worker for e in fleet.events("start", "long")] == ["b"]
