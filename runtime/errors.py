@@ -11,6 +11,7 @@ caller can catch exactly what it means::
     │   │                    command) failed for good
     │   ├── QueueAccessDenied    the role may not do this action on this queue
     │   ├── QueueNotFound        the URL names no queue (deleted? other region?)
+    │   ├── EndpointUnreachable  SQS did not answer at all (endpoint, DNS, network)
     │   ├── MessageTooLarge      a task's message is over SQS's size limit; not sent
     │   ├── EtaTooFar            a FIFO task's ETA is beyond what a worker may hold; not sent
     │   └── CredentialsError     credentials expired or the role cannot be assumed
@@ -78,6 +79,7 @@ class TransportError(KitError):
         self.queue = queue
         self.action = action
         self.code = code
+        self.detail = detail
         suffix = f" ({detail})" if detail else ""
         super().__init__(f"{action} on queue {queue!r} failed: {code}{suffix}; "
                          f"{hint or self.hint}")
@@ -91,6 +93,12 @@ class QueueAccessDenied(TransportError):
 class QueueNotFound(TransportError):
     hint = ("no queue at that URL: check the region, that the stack is deployed, and that "
             "the worker configuration is the one the stack emitted")
+
+
+class EndpointUnreachable(TransportError):
+    hint = ("SQS did not answer (after the client's retries): check the region and the "
+            "endpoint URL (AWS_ENDPOINT_URL, a VPC endpoint), DNS, and that the network "
+            "(security groups, NAT, a proxy) lets the worker reach SQS")
 
 
 class MessageTooLarge(TransportError):

@@ -35,8 +35,9 @@ Request cost
     ``ack_flush_delay`` seconds (default ``0.1``) after the first, and on
     shutdown. Whether a queue has a DLQ is read from
     ``predefined_queues[q]["dead_letter_queue"]``, so no GetQueueAttributes call is
-    made. With predefined queues the transport makes no ListQueues, GetQueueUrl
-    or CreateQueue call. Stock: one DeleteMessage per task, 2.1 to 3.0 requests
+    made for it (the only one is the check before consuming, below). With
+    predefined queues the transport makes no ListQueues, GetQueueUrl or CreateQueue
+    call. Stock: one DeleteMessage per task, 2.1 to 3.0 requests
     per task.
 
 Receive loop
@@ -122,11 +123,33 @@ Errors
     missing queue and expired or unobtainable credentials become
     :class:`runtime.errors.QueueAccessDenied`, :class:`~runtime.errors.QueueNotFound`
     and :class:`~runtime.errors.CredentialsError`, naming the queue, the action
-    and what to check. Publishing raises them; the receive loop logs them and
-    keeps retrying, so a fixed policy needs no worker restart. Clients: receives
+    and what to check. Publishing raises them; once consuming has started (see
+    below for the check before), the receive loop logs them and keeps retrying, so
+    a policy fixed meanwhile needs no worker restart. Clients: receives
     wait out the long poll (read timeout ``wait_time_seconds`` + 15 s, 6 attempts);
     other calls fail a dead connection in seconds (5 s connect, 10 s read, 3
     attempts), and the lane retries.
+
+Bad configuration fails at start
+    Before it consumes a queue, a channel asks SQS for the queue's ARN (one
+    GetQueueAttributes, granted to the kit's worker roles; none when the queue was
+    declared, whose size stock already read) through that ``ops`` client
+    (``runtime.queue_check``). A URL with no queue, the wrong region, access denied,
+    bad credentials or an endpoint that does not answer raise
+    :class:`~runtime.errors.QueueNotFound`, :class:`~runtime.errors.QueueAccessDenied`,
+    :class:`~runtime.errors.CredentialsError` or
+    :class:`~runtime.errors.EndpointUnreachable`, logged once (CRITICAL) with the
+    queue, its URL and what to check. None is among the transport's connection or
+    channel errors, so ``celery worker`` does not reconnect: it exits with status 1,
+    before it reports ready, in about a second when the endpoint answers or
+    refuses, in under 20 s when packets are dropped (three 5 s connects), in about
+    33 s when it accepts but never answers (three 10 s reads). A consumer that
+    restarts (rare: receive errors never reach Celery) checks again on its new
+    channel. Failures after the check stay recoverable, as above. Stock, with the
+    predefined, undeclared queues the kit renders: a missing queue stops the worker
+    after it reported ready, on its first receive, with an HTTP 400 that names
+    neither queue nor URL; an unreachable endpoint logs an ``AttributeError`` once,
+    then the worker receives nothing and says nothing.
 
 Shutdown
     ``close()`` stops receiving, gives back what was received and not started,
@@ -170,9 +193,10 @@ from vine import promise
 from runtime import events, publishing
 from runtime.credentials import RoleCredentials
 from runtime.lane import QueueLane, close_lanes
+from runtime.queue_check import check_queue
 from runtime.receive_window import ReceiveWindow
 from runtime.receiver import Receiver
-from runtime.errors import ConfigError, EtaTooFar, MessageTooLarge
+from runtime.errors import ConfigError, EtaTooFar, MessageTooLarge, TransportError
 from runtime.sqs_errors import error_code, typed_error
 from runtime.visibility import MAX_ETA_HOLD_LIMIT, eta_of, park_delay
 
@@ -227,6 +251,7 @@ class Channel(SQS.Channel):
         completed (``None`` while receives complete); ``runtime.liveness`` reports it."""
         self.last_receive_error = ""
         self._receiver: Receiver | None = None
+        self._checked: set[str] = set()  # URLs of queues SQS has answered for
         self._slot_freed = threading.Event()
         super().__init__(*args, **kwargs)  # lists queues, for queues not predefined
         # Read now: kombu clears channel.connection during close(), before the final
@@ -338,6 +363,25 @@ class Channel(SQS.Channel):
                 raise UndefinedQueueException(
                     f"queue {queue!r} is Celery's remote control; {REMOTE_CONTROL}") from None
             raise
+
+    # consuming starts -------------------------------------------------------------------
+    def queue_declare(self, queue: str | None = None, passive: bool = False,
+                      **kwargs: Any) -> Any:
+        declared = super().queue_declare(queue, passive=passive, **kwargs)
+        self._checked.add(self._new_queue(declared.queue))  # stock read its size: it answers
+        return declared
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        url = self._new_queue(queue)
+        if url not in self._checked:
+            name = self.canonical_queue_name(queue)
+            try:
+                check_queue(self.sqs(name), name, url)
+            except TransportError as error:  # Celery stops the worker: none is a connection error
+                logger.critical("%s; not consuming, the worker stops", error)
+                raise
+            self._checked.add(url)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
 
     def _queue_name_of(self, url: str) -> str | None:
         return next((name for name, known in self._queue_cache.items() if known == url), None)
@@ -701,10 +745,11 @@ def client_configs(wait_time_seconds: int, user: Config | None) -> dict[str, Con
 
     shutdown = Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 1})
     return {
-        "receive": merged(Config(retries={"mode": "standard", "max_attempts": 6},
+        # total_max_attempts counts the first try; botocore's max_attempts would not
+        "receive": merged(Config(retries={"mode": "standard", "total_max_attempts": 6},
                                  connect_timeout=5, read_timeout=wait_time_seconds + 15,
                                  max_pool_connections=32)),
-        "ops": merged(Config(retries={"mode": "standard", "max_attempts": 3},
+        "ops": merged(Config(retries={"mode": "standard", "total_max_attempts": 3},
                              connect_timeout=5, read_timeout=10, max_pool_connections=32)),
         "shutdown": (user.merge(shutdown) if user is not None else shutdown),
     }

@@ -6,7 +6,7 @@ as the instance role through the IMDSv2 stand-in; tasks sent as the producer rol
 ECS: scale-in protection is set while a task runs and cleared after, and ``docker stop``
 (the declared stop timeout) during a task lets it finish. EC2: target-lifecycle-state
 ``Terminated`` warm-stops the worker, and the lifecycle action is completed only after.
-A worker denied its queue logs the typed error naming queue and action."""
+A worker denied its queue exits, logging the typed error naming queue and action."""
 
 from __future__ import annotations
 
@@ -187,12 +187,18 @@ def test_ec2_worker_as_the_instance_role_drains_on_terminated(stage, work, tmp_p
 
 
 def test_a_worker_denied_its_queue_says_which_queue_and_action(stage, work, tmp_path):
-    """The producer role may send but not receive: as a worker, its receives are refused
-    with the transport's typed error (QueueAccessDenied), logged with queue and action."""
+    """The producer role may send but not consume: as a worker, the check before consuming
+    is refused with the transport's typed error (QueueAccessDenied), logged with queue,
+    action and URL, and the worker exits instead of polling in vain."""
     with ContainerCredentialsEndpoint(stage.operator.session(), stage.outputs["ProducerRoleArn"],
                                       stage.moto.endpoint_url, session_name="not-a-worker") as ep:
         env = role_environment(work, {**aws(stage), **ep.environment()})
-        with CeleryWorker("demo.tasks", env, tmp_path / "denied.log", queues=["celery"]) as w:
-            line = wait_for(lambda: next((l for l in w.log_text().splitlines()
-                                          if "AccessDenied" in l), None), 30, "the denial")
-    assert "ReceiveMessage on queue 'celery' failed: AccessDenied; the worker's role" in line
+        worker = CeleryWorker("demo.tasks", env, tmp_path / "denied.log", queues=["celery"])
+        try:
+            with pytest.raises(RuntimeError, match="celery worker exited with 1"):
+                worker.start(timeout=60)
+        finally:
+            worker.stop()
+    (line,) = [l for l in worker.log_text().splitlines() if "not consuming" in l]
+    assert "GetQueueAttributes on queue 'celery' failed: AccessDenied (queue URL " in line
+    assert "the worker's role" in line

@@ -27,5 +27,8 @@ class StubSqs:
     def send_message_batch(self, **kwargs: Any) -> dict[str, Any]:
         return self._record("SendMessageBatch", kwargs)
 
+    def get_queue_attributes(self, **kwargs: Any) -> dict[str, Any]:
+        return self._record("GetQueueAttributes", kwargs)
+
     def actions(self) -> list[str]:
         return [action for action, _ in self.calls]

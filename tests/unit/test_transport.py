@@ -17,8 +17,9 @@ from kombu import Connection
 from kombu.transport.SQS.exceptions import UndefinedQueueException
 
 from runtime import events
-from runtime.errors import ConfigError, EtaTooFar
+from runtime.errors import ConfigError, EtaTooFar, QueueNotFound
 from runtime.transport import Transport
+from tests.unit.stub_sqs import StubSqs
 
 QUEUE = "work"
 
@@ -299,3 +300,35 @@ def test_a_fifo_task_due_beyond_the_hold_limit_is_refused_before_any_request(
                        rf"\(ETA {eta[:16]}.* is 4320\d s away, eta_hold_limit is 39600 s\)"):
         channel._put("orders.fifo", {"headers": {"id": "t1", "eta": eta}, "properties": {}})
     assert requests == []
+
+
+# the check before consuming ----------------------------------------------------------------
+def test_each_queue_is_checked_once_before_it_is_consumed(channel, monkeypatch):
+    stub = StubSqs()
+    monkeypatch.setattr(channel, "sqs", lambda *_a, **_k: stub)
+    channel.basic_consume(QUEUE, False, lambda _m: None, "tag-1")
+    channel.basic_cancel("tag-1")
+    channel.basic_consume(QUEUE, False, lambda _m: None, "tag-2")  # as after a reconnect
+    assert stub.calls == [("GetQueueAttributes", {"QueueUrl": f"https://sqs.example/123/{QUEUE}",
+                                                  "AttributeNames": ["QueueArn"]})]
+
+
+def test_a_declared_queue_is_not_asked_about_again(channel, monkeypatch):
+    """Declaring reads the queue's size (stock's GetQueueAttributes): it answered."""
+    stub = StubSqs(lambda _a, _kw: {"Attributes": {"ApproximateNumberOfMessages": "0"}})
+    monkeypatch.setattr(channel, "sqs", lambda *_a, **_k: stub)
+    channel.queue_declare(QUEUE)
+    channel.basic_consume(QUEUE, False, lambda _m: None, "tag-1")
+    assert [action for action, _kw in stub.calls] == ["GetQueueAttributes"]
+
+
+def test_a_queue_that_fails_its_check_is_not_consumed_and_says_so(channel, monkeypatch, caplog):
+    def gone(_action, _kwargs):
+        raise ClientError({"Error": {"Code": "AWS.SimpleQueueService.NonExistentQueue"}},
+                          "GetQueueAttributes")
+    monkeypatch.setattr(channel, "sqs", lambda *_a, **_k: StubSqs(gone))
+    with pytest.raises(QueueNotFound), caplog.at_level("CRITICAL"):
+        channel.basic_consume(QUEUE, False, lambda _m: None, "tag-1")
+    assert f"queue URL https://sqs.example/123/{QUEUE}" in caplog.text
+    assert "not consuming, the worker stops" in caplog.text
+    assert channel._consumers == set() and channel.hub.soon == []

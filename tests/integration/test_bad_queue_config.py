@@ -1,0 +1,91 @@
+"""Issue 11, bad configuration: a real ``celery worker`` on the bundled transport given
+a queue URL with no queue (fauxqs), the wrong region (moto: its queues are
+region-scoped, fauxqs's are not) or an endpoint nothing listens on exits within
+seconds with status 1 and one log line naming the queue, its URL and what to check,
+instead of starting and polling in vain."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from local_aws.celery_worker import CeleryWorker
+from local_aws.counting_proxy import CountingProxy
+from local_aws.ports import free_port
+from tests.integration.fleet import recording_fleet
+
+pytestmark = pytest.mark.integration
+
+BOUND = 30.0
+"""Seconds within which the worker must have exited."""
+
+
+def start_failing(env, tmp_path) -> tuple[float, str]:
+    """Start a worker that must not get ready; (seconds until it exited, its log)."""
+    worker = CeleryWorker("ttasks", env, tmp_path / "worker.log", pool="threads",
+                          concurrency=1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(RuntimeError, match="celery worker exited with 1"):
+            worker.start(timeout=BOUND + 30)
+        return time.monotonic() - started, worker.log_text()
+    finally:
+        worker.stop()
+
+
+def critical_line(log: str) -> str:
+    (line,) = [text for text in log.splitlines()
+               if "CRITICAL" in text and "not consuming, the worker stops" in text]
+    return line
+
+
+def test_a_queue_url_with_no_queue_stops_the_worker_naming_queue_and_url(fauxqs, tmp_path):
+    sqs, queue, env, _runs = recording_fleet(fauxqs.endpoint_url, fauxqs.endpoint_url,
+                                             tmp_path, visibility=30)
+    sqs.delete_queue(QueueUrl=queue["url"])
+    took, log = start_failing(env, tmp_path)
+    line = critical_line(log)
+    name = queue["url"].rsplit("/", 1)[1]
+    assert f"GetQueueAttributes on queue {name!r} failed: " \
+           "AWS.SimpleQueueService.NonExistentQueue" in line
+    assert f"queue URL {queue['url']}" in line
+    assert "no queue at that URL: check the region" in line
+    assert took < BOUND, f"exited after {took:.1f} s"
+
+
+def test_the_wrong_region_stops_the_worker_naming_queue_and_url(moto, tmp_path):
+    _sqs, queue, env, _runs = recording_fleet(
+        moto.endpoint_url, moto.endpoint_url, tmp_path, visibility=30,
+        extra_config='\nbroker_transport_options["region"] = "eu-west-1"\n')
+    took, log = start_failing(env, tmp_path)
+    line = critical_line(log)
+    assert "failed: AWS.SimpleQueueService.NonExistentQueue" in line
+    assert f"queue URL {queue['url']}" in line and "check the region" in line
+    assert took < BOUND, f"exited after {took:.1f} s"
+
+
+def test_an_endpoint_nothing_listens_on_stops_the_worker_after_bounded_retries(
+        fauxqs, tmp_path):
+    _sqs, queue, env, _runs = recording_fleet(fauxqs.endpoint_url, fauxqs.endpoint_url,
+                                              tmp_path, visibility=30)
+    closed = f"http://127.0.0.1:{free_port()}"
+    took, log = start_failing({**env, "AWS_ENDPOINT_URL": closed}, tmp_path)
+    line = critical_line(log)
+    assert "failed: EndpointConnectionError" in line
+    assert f"queue URL {queue['url']}" in line and closed in line
+    assert "check the region and the endpoint URL" in line
+    assert took < BOUND, f"exited after {took:.1f} s"
+
+
+
+def test_an_endpoint_that_never_answers_stops_the_worker_after_its_read_timeouts(
+        fauxqs, tmp_path):
+    _sqs, queue, env, _runs = recording_fleet(fauxqs.endpoint_url, fauxqs.endpoint_url,
+                                              tmp_path, visibility=30)
+    with CountingProxy(fauxqs.endpoint_url) as proxy:
+        proxy.hang()
+        took, log = start_failing({**env, "AWS_ENDPOINT_URL": proxy.endpoint_url}, tmp_path)
+    line = critical_line(log)
+    assert "failed: ReadTimeoutError" in line and f"queue URL {queue['url']}" in line
+    assert 30 <= took < 40, f"exited after {took:.1f} s"  # three 10 s reads, then out
