@@ -184,7 +184,8 @@ def reconcile(sent: Iterable[str], executions: Iterable[Execution],
         result.completed_twice += done[task_id] > 1
     result.duplicates_by_cause = dict(sorted(causes.items()))
     result.extra_copies = sum(max(len(c) - 1, 0) for c in (copies or {}).values())
-    result.executed_unsent = sorted(t for t in runs if t not in sent_ids and t not in bad_ids)
+    result.executed_unsent = sorted(t for t in runs
+                                    if t not in sent_ids and t not in bad_ids)
     result.bad_inputs_sent = {kind: len(ids) for kind, ids in sorted(bad.items())}
     result.bad_inputs_in_dlq = {kind: len(ids & in_dlq.keys())
                                 for kind, ids in sorted(bad.items())}

@@ -14,6 +14,7 @@ DUPLICATES_LISTED = 200
 
 def as_json(outcome: Outcome, *, command: str, date: str) -> dict[str, Any]:
     c, r = outcome.config, outcome.reconciliation
+    sent = outcome.sent_ids
     applied = Counter(f.kind for f in outcome.applied)
     return {
         "date": date,
@@ -34,8 +35,9 @@ def as_json(outcome: Outcome, *, command: str, date: str) -> dict[str, Any]:
             {"id": d.task_id, "executions": d.executions, "workers": list(d.workers),
              "completed": d.completed, "causes": list(d.causes)}
             for d in r.duplicate_tasks[:DUPLICATES_LISTED]],
-        "publish_failed": len(outcome.publish_failed),
+        "publishes_raised": len(outcome.publish_failed),
         "publish_failures": dict(sorted(outcome.publish_failed.items())[:50]),
+        "publish_gave_up": sorted(set(outcome.publish_failed) - sent),
         "executed_unsent": r.executed_unsent,
         "bad_inputs": {"sent": r.bad_inputs_sent, "in_dlq": r.bad_inputs_in_dlq,
                        "executed": r.bad_inputs_executed},
@@ -69,8 +71,9 @@ def table(report: dict[str, Any]) -> str:
         ("workers", f"{report['workers']} ({', '.join(report['pools'])}; -c "
                     f"{report['concurrency']}), {report['worker_processes_started']} "
                     f"started in all, {len(report['unexpected_exits'])} exited on their own"),
-        ("sent", f"{report['sent']} of {report['tasks']} "
-                 f"({report['publish_failed']} publishes raised)"),
+        ("sent", f"{report['sent']} of {report['tasks']} ({report['publishes_raised']} "
+                 f"raised at first and were published again, "
+                 f"{len(report['publish_gave_up'])} given up)"),
         ("completed", str(report["completed"])),
         ("lost", str(report["lost"])),
         ("duplicates", f"{report['duplicates']} ({report['duplicate_rate']:.3%}), "

@@ -83,7 +83,9 @@ class Outcome:
     schedule: tuple[Fault, ...]
     applied: list[AppliedFault]
     reconciliation: Reconciliation
+    sent_ids: set[str]
     publish_failed: dict[str, str]
+    """Task id -> why its last refused publish raised (it may have been sent after)."""
     dead_letters: list[DeadLetter]
     requests: dict[str, int]
     faulted_requests: dict[str, int]
@@ -245,13 +247,16 @@ def run(config: ChaosConfig, work: Path, log: Callable[[str], None] = print) -> 
         letters = read_dead_letters(direct, queue["dead_letter_queue"]["url"])
 
     sent = read_ids(sent_path)
-    failed = dict(line.split(" ", 1) for line in failed_path.read_text().splitlines()
-                  if line) if failed_path.exists() else {}
+    failed: dict[str, str] = {}  # task id -> why its last refused publish raised
+    for line in failed_path.read_text().splitlines() if failed_path.exists() else []:
+        task_id, _attempt, why = line.split(" ", 2)
+        failed[task_id] = why
     result = reconcile(sent, progress.records, injector.applied, letters, bad.sent, copies,
                        lookback=config.visibility_timeout)
-    return Outcome(config, schedule, injector.applied, result, failed, letters, requests,
-                   faulted, minted.minted, credentials.refused, fleet.unexpected_exits,
-                   fleet.started, drain, wall, log_findings(sorted(work.glob("w*.log"))))
+    return Outcome(config, schedule, injector.applied, result, set(sent), failed, letters,
+                   requests, faulted, minted.minted, credentials.refused,
+                   fleet.unexpected_exits, fleet.started, drain, wall,
+                   log_findings(sorted(work.glob("w*.log"))))
 
 
 def _kinds(plan: tuple[PlannedTask, ...]) -> str:

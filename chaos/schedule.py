@@ -46,8 +46,7 @@ FAULT_KINDS = (*WORKER_KINDS, *NETWORK_KINDS, "credentials_outage", *BAD_INPUT_K
 
 RECEIVE = "ReceiveMessage"
 WORKER_ACTIONS = (RECEIVE, "DeleteMessageBatch", "ChangeMessageVisibilityBatch")
-"""What workers ask SQS (moves to the DLQ aside): the targets of network faults, with
-the publisher's SendMessageBatch and ``ANY``."""
+"""What workers ask SQS (moves to the DLQ aside)."""
 STALL_ACTIONS = ("DeleteMessageBatch", "ChangeMessageVisibilityBatch", "SendMessageBatch", ANY)
 """Calls whose read timeout (10 s, the bundled transport's for everything but
 receives, the publisher's batches included) a stall outlasts. A long poll's is its
@@ -119,41 +118,66 @@ def slot_names(pools: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(f"w{i}" for i in range(1, len(pools) + 1))
 
 
+def _spread(rng: random.Random, options: tuple[str, ...], n: int) -> list[str]:
+    """``n`` picks that visit every option before any repeats, in a seeded order: a
+    kind's faults hit different targets whatever the seed."""
+    picks: list[str] = []
+    while len(picks) < n:
+        picks += rng.sample(options, len(options))
+    return picks[:n]
+
+
+NETWORK_TARGETS = (*WORKER_ACTIONS, "SendMessageBatch", ANY)
+"""The targets of resets and error bursts: the workers' calls, the publisher's, any."""
+
+
 def make_schedule(seed: int, config: ScheduleConfig) -> tuple[Fault, ...]:
     """Every fault of the run, ordered by time; a pure function of its arguments."""
     rng = random.Random(f"faults:{seed}")
     slots = slot_names(config.pools)
-    prefork = [s for s, pool in zip(slots, config.pools) if pool == "prefork"]
+    prefork = tuple(s for s, pool in zip(slots, config.pools) if pool == "prefork")
     faults = []
     # Kinds in a fixed order, each drawing from the one stream: same seed, same draws.
     for kind in FAULT_KINDS:
-        for _ in range(config.counts.get(kind, 0)):
+        n = config.counts.get(kind, 0)
+        if kind in ("kill9", "sigterm"):
+            targets = _spread(rng, slots, n)
+        elif kind == "kill9_pool_process":
+            targets = _spread(rng, prefork, n)
+        elif kind in ("connection_reset", "http_5xx", "throttle"):
+            targets = _spread(rng, NETWORK_TARGETS, n)
+        elif kind == "stall":
+            targets = _spread(rng, STALL_ACTIONS, n)
+        elif kind == "long_poll_hang":
+            targets = [RECEIVE] * n
+        elif kind == "credentials_outage":
+            targets = ["credentials-endpoint"] * n
+        else:  # bad inputs
+            targets = ["queue"] * n
+        for target in targets:
             if kind == "credentials_outage":
                 # whole outage inside the window, so the run also sees the recovery
                 at = rng.uniform(0.1 * config.window, config.window - config.outage_seconds)
-                faults.append(Fault(round(at, 1), kind, "credentials-endpoint",
-                                    seconds=config.outage_seconds))
+                faults.append(Fault(round(at, 1), kind, target, seconds=config.outage_seconds))
                 continue
             at = round(rng.uniform(0, config.window), 1)
             if kind in ("kill9", "sigterm"):
-                faults.append(Fault(at, kind, rng.choice(slots)))
+                faults.append(Fault(at, kind, target))
             elif kind == "kill9_pool_process":
-                faults.append(Fault(at, kind, rng.choice(prefork), count=rng.randrange(8)))
+                faults.append(Fault(at, kind, target, count=rng.randrange(8)))
             elif kind in ("connection_reset", "http_5xx", "throttle"):
-                target = rng.choice((*WORKER_ACTIONS, "SendMessageBatch", ANY))
                 count = rng.randint(*config.burst)
                 status, code = rng.choice(ERROR_CODES[kind]) if kind in ERROR_CODES else (0, "")
                 faults.append(Fault(at, kind, target, count, code=code, status=status,
                                     within=config.burst_seconds))
             elif kind == "stall":
-                faults.append(Fault(at, kind, rng.choice(STALL_ACTIONS),
-                                    rng.randint(1, config.burst[0]), config.stall_seconds,
-                                    within=config.burst_seconds))
+                faults.append(Fault(at, kind, target, rng.randint(1, config.burst[0]),
+                                    config.stall_seconds, within=config.burst_seconds))
             elif kind == "long_poll_hang":
-                faults.append(Fault(at, kind, RECEIVE, rng.randint(1, len(slots)),
+                faults.append(Fault(at, kind, target, rng.randint(1, len(slots)),
                                     within=config.burst_seconds))
             else:  # bad inputs
-                faults.append(Fault(at, kind, "queue", rng.randint(*config.bad_inputs)))
+                faults.append(Fault(at, kind, target, rng.randint(*config.bad_inputs)))
     return tuple(sorted(faults, key=lambda f: (f.at, FAULT_KINDS.index(f.kind), f.target)))
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from chaos.schedule import (FAULT_KINDS, STALL_ACTIONS, ScheduleConfig, digest, make_schedule,
-                            slot_names)
+from chaos.schedule import (FAULT_KINDS, NETWORK_TARGETS, STALL_ACTIONS, ScheduleConfig, digest,
+                            make_schedule, slot_names)
 from chaos.workload import WorkloadConfig, plan_tasks
 
 
@@ -63,3 +63,12 @@ def test_the_workload_is_seeded_and_mixes_long_and_countdown_tasks():
     assert kinds.count("long") >= 1 and kinds.count("countdown") >= 50
     assert all(t.seconds > 15 for t in plan if t.kind == "long")
     assert all(2 <= t.countdown <= 8 for t in plan if t.kind == "countdown")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_faults_of_a_kind_visit_every_target_before_any_repeats(seed):
+    config = ScheduleConfig(counts={"kill9": 3, "throttle": 5, "http_5xx": 7})
+    schedule = make_schedule(seed, config)
+    assert {f.target for f in schedule if f.kind == "kill9"} == {"w1", "w2", "w3"}
+    assert {f.target for f in schedule if f.kind == "throttle"} == set(NETWORK_TARGETS)
+    assert {f.target for f in schedule if f.kind == "http_5xx"} == set(NETWORK_TARGETS)
