@@ -13,7 +13,7 @@ import pytest
 from local_aws.celery_worker import CeleryWorker
 from local_aws.counting_proxy import CountingProxy
 from local_aws.ports import free_port
-from tests.integration.fleet import recording_fleet
+from tests.integration.fleet import lines, publish, recording_fleet, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -89,3 +89,24 @@ def test_an_endpoint_that_never_answers_stops_the_worker_after_its_read_timeouts
     line = critical_line(log)
     assert "failed: ReadTimeoutError" in line and f"queue URL {queue['url']}" in line
     assert 30 <= took < 40, f"exited after {took:.1f} s"  # three 10 s reads, then out
+
+
+def test_a_worker_started_during_throttling_and_resets_waits_them_out_and_consumes(
+        fauxqs, tmp_path):
+    """Found by ``make chaos``: a replacement worker whose check met a burst of
+    throttling (or 503s, or resets) exited 1, its log blaming its role policy. Such a
+    blip says nothing about the configuration: the check asks again, then consumes."""
+    _sqs, _queue, env, runs = recording_fleet(fauxqs.endpoint_url, fauxqs.endpoint_url,
+                                              tmp_path, visibility=30)
+    with CountingProxy(fauxqs.endpoint_url) as proxy:
+        proxy.inject("GetQueueAttributes", 3, 400, "ThrottlingException")
+        proxy.inject("GetQueueAttributes", 3, 503, "ServiceUnavailable")
+        proxy.inject_reset("GetQueueAttributes", 3)
+        worker_env = {**env, "AWS_ENDPOINT_URL": proxy.endpoint_url}
+        with CeleryWorker("ttasks", worker_env, tmp_path / "worker.log", pool="threads",
+                          concurrency=1) as worker:
+            publish(env, "from ttasks import quick\nquick.delay('after the blip')", tmp_path)
+            wait_for(lambda: lines(runs) == ["quick after the blip"], 30, "the task to run")
+            assert worker.running()
+        assert proxy.faulted() == {"ThrottlingException": 3, "ServiceUnavailable": 3,
+                                   "reset": 3}
