@@ -127,8 +127,10 @@ Errors
     below for the check before), the receive loop logs them and keeps retrying, so
     a policy fixed meanwhile needs no worker restart. Clients: receives
     wait out the long poll (read timeout ``wait_time_seconds`` + 15 s, 6 attempts);
-    other calls fail a dead connection in seconds (5 s connect, 10 s read, 3
-    attempts), and the lane retries.
+    publishes are bounded (2 s connect, 5 s read, 4 attempts: the one retry policy
+    of a publish, ``runtime.publishing``), and any other failure of theirs raises
+    :class:`~runtime.errors.PublishError` naming the task; other calls fail a dead
+    connection in seconds (5 s connect, 10 s read, 3 attempts), and the lane retries.
 
 Bad configuration fails at start
     Before it consumes a queue, a channel asks SQS for the queue's ARN (one
@@ -608,20 +610,21 @@ class Channel(SQS.Channel):
             properties["MessageDeduplicationId"] = f"{headers['id']}:{headers.get('retries', 0)}"
         if message.get("redelivered"):  # stock's restore of a message not from SQS
             return super()._put(queue, message, **kwargs)
+        task_id = str(headers.get("id") or "?")
         try:
             request = self._send_request(queue, message, **kwargs)
             check_size(request, queue, self.max_message_bytes)
-            client = self.sqs(self.canonical_queue_name(queue))
+            client = self.sqs(self.canonical_queue_name(queue), "publish")
             batch = publishing.current()
             if batch is not None:
-                batch.add(client, request, str(headers.get("id") or "?"))
+                batch.add(client, request, task_id)
             else:
                 client.send_message(**request)
-        except ClientError as error:
-            typed = typed_error(error, queue=queue, action="SendMessage")
-            if typed is None:
+        except Exception as error:  # the publish retry policy's verdict (runtime.publishing)
+            raised = publishing.publish_error(error, queue=queue, task_id=task_id)
+            if raised is error:
                 raise
-            raise typed from None
+            raise raised from None
         return None
 
     def _send_request(self, queue: str, message: dict[str, Any], **kwargs: Any
@@ -734,9 +737,10 @@ class Transport(SQS.Transport):
 def client_configs(wait_time_seconds: int, user: Config | None) -> dict[str, Config]:
     """The botocore configuration of each client profile.
 
-    ``receive`` waits out a long poll; ``ops`` (every other call) fails a dead
-    connection in seconds, and the lane retries; ``shutdown`` makes one short
-    attempt, as stock kombu's release client does, so a bad network cannot hold up
+    ``receive`` waits out a long poll; ``publish`` is a publish's one retry policy
+    (``runtime.publishing``: 4 attempts of at most 2 s to connect and 5 s to answer);
+    ``ops`` (every other call) fails a dead connection in seconds, and the lane
+    retries; ``shutdown`` makes one short attempt, as stock kombu's release client does, so a bad network cannot hold up
     a warm shutdown. The user's ``client-config`` applies to all three, but cannot
     lengthen the shutdown's bounds.
     """
@@ -749,6 +753,8 @@ def client_configs(wait_time_seconds: int, user: Config | None) -> dict[str, Con
         "receive": merged(Config(retries={"mode": "standard", "total_max_attempts": 6},
                                  connect_timeout=5, read_timeout=wait_time_seconds + 15,
                                  max_pool_connections=32)),
+        "publish": merged(Config(retries={"mode": "standard", "total_max_attempts": 4},
+                                 connect_timeout=2, read_timeout=5, max_pool_connections=32)),
         "ops": merged(Config(retries={"mode": "standard", "total_max_attempts": 3},
                              connect_timeout=5, read_timeout=10, max_pool_connections=32)),
         "shutdown": (user.merge(shutdown) if user is not None else shutdown),

@@ -17,7 +17,7 @@ from kombu import Connection
 from kombu.transport.SQS.exceptions import UndefinedQueueException
 
 from runtime import events
-from runtime.errors import ConfigError, EtaTooFar, QueueNotFound
+from runtime.errors import ConfigError, EtaTooFar, PublishError, QueueNotFound
 from runtime.transport import Transport
 from tests.unit.stub_sqs import StubSqs
 
@@ -332,3 +332,23 @@ def test_a_queue_that_fails_its_check_is_not_consumed_and_says_so(channel, monke
     assert f"queue URL https://sqs.example/123/{QUEUE}" in caplog.text
     assert "not consuming, the worker stops" in caplog.text
     assert channel._consumers == set() and channel.hub.soon == []
+
+
+def test_a_publish_goes_through_the_publish_client_and_names_the_task_when_it_fails(
+        channel, monkeypatch):
+    """runtime.publishing's retry policy: its bounded client, then PublishError."""
+    profiles: list[str] = []
+
+    def down(_action, _kwargs):
+        raise EndpointConnectionError(endpoint_url="https://sqs.example")
+
+    class Clients:
+        def client(self, _service, _role, profile):
+            profiles.append(profile)
+            return StubSqs(down)
+    monkeypatch.setattr(channel, "_credentials", Clients())
+    with pytest.raises(PublishError) as raised:
+        channel._put(QUEUE, {"body": "e30=", "headers": {"id": "task-9"},
+                             "properties": {"body_encoding": "base64"}})
+    assert raised.value.failed == {"task-9": "EndpointConnectionError"}
+    assert profiles == ["publish"]
