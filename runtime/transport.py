@@ -145,9 +145,11 @@ Bad configuration fails at start
     channel errors, so ``celery worker`` does not reconnect: it exits with status 1,
     before it reports ready, in about a second when the endpoint answers or
     refuses, in under 20 s when packets are dropped (three 5 s connects), in about
-    33 s when it accepts but never answers (three 10 s reads). A consumer that
-    restarts (rare: receive errors never reach Celery) checks again on its new
-    channel. Failures after the check stay recoverable, as above. Stock, with the
+    33 s when it accepts but never answers (three 10 s reads). Throttling, 5xx and
+    a connection closed mid-request say nothing about the configuration: they are
+    asked about again (0.5 s doubling to 8 s) for up to 30 s before they count. A
+    consumer that restarts (rare: receive errors never reach Celery) checks again
+    on its new channel. Failures after the check stay recoverable, as above. Stock, with the
     predefined, undeclared queues the kit renders: a missing queue stops the worker
     after it reported ready, on its first receive, with an HTTP 400 that names
     neither queue nor URL; an unreachable endpoint logs an ``AttributeError`` once,
