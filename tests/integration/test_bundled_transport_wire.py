@@ -123,7 +123,8 @@ def test_resets_stalls_and_a_long_poll_that_never_answers_heal_without_a_restart
     long poll that never returns: the worker recovers by itself and every task runs. A
     receive SQS applied but whose answer was lost costs its messages one visibility
     timeout; a delete applied but unanswered is retried harmlessly."""
-    sqs, queue, env, runs = fleet(visibility=5)
+    # the 12 s stall below outlasts the window: extensions must not wait for it
+    sqs, queue, env, runs = fleet(visibility=10)
     publish(env, "from ttasks import quick\n[quick.delay(i) for i in range(20)]", tmp_path)
     proxy.inject_hang("ReceiveMessage", 1)
     proxy.inject_reset("ReceiveMessage", 2)
