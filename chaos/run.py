@@ -230,8 +230,7 @@ def run(config: ChaosConfig, work: Path, log: Callable[[str], None] = print) -> 
                 try:
                     watch = _Watch(fleet, progress, direct, queue["url"], sent_path, began, log,
                                    len(schedule), injector)
-                    watch.until(lambda: not scheduler.is_alive() and publisher.poll() is not None,
-                                "faults applied, publishing over")
+                    watch.until(lambda: not scheduler.is_alive() and publisher.poll() is not None)
                     log(f"publisher exited {publisher.returncode}; draining")
                     drain = watch.drain(config.drain_timeout, config.quiet_seconds)
                     log(f"drain: {drain}")
@@ -291,7 +290,7 @@ class _Watch:
                      f"delayed {depth[0]}/{depth[1]}/{depth[2]}")
         return sent, depth
 
-    def until(self, predicate: Callable[[], bool], what: str) -> None:
+    def until(self, predicate: Callable[[], bool]) -> None:
         while not predicate():
             self.tick()
             time.sleep(1.0)

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from local_aws.celery_worker import CeleryWorker
 
@@ -136,7 +135,3 @@ class Fleet:
             t.start()
         for t in [*threads, *self._stopping]:
             t.join()
-
-    def log_paths(self) -> list[Path]:
-        return sorted(p for s in self._slots.values() if s.worker
-                      for p in s.worker.log_path.parent.glob(f"{s.spec.slot}.*.log"))
