@@ -15,7 +15,7 @@ from local_aws.counting_proxy import CountingProxy
 from local_aws.ports import free_port
 from tests.integration.fleet import lines, publish, recording_fleet, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 BOUND = 30.0
 """Seconds within which the worker must have exited."""

@@ -21,6 +21,7 @@ def fleet(moto, tmp_path):
     return lambda **kw: recording_fleet(moto.endpoint_url, moto.endpoint_url, tmp_path, **kw)
 
 
+@pytest.mark.fault
 def test_a_task_running_three_visibility_timeouts_runs_exactly_once(fleet, tmp_path):
     sqs, queue, env, runs = fleet(visibility=3)
     publish(env, "from ttasks import slow; slow.delay('long', 9)", tmp_path)
@@ -31,6 +32,7 @@ def test_a_task_running_three_visibility_timeouts_runs_exactly_once(fleet, tmp_p
     assert lines(runs) == ["slow long"]
 
 
+@pytest.mark.fault
 def test_warm_shutdown_gives_unstarted_messages_back_at_once(fleet, tmp_path):
     sqs, queue, env, runs = fleet(visibility=600)
     publish(env, "from ttasks import slow, quick\nslow.delay('first', 3)\n"
@@ -48,6 +50,7 @@ def test_warm_shutdown_gives_unstarted_messages_back_at_once(fleet, tmp_path):
     assert "slow first" in lines(runs)
 
 
+@pytest.mark.fault
 def test_sigterm_with_running_prefetched_and_eta_tasks_loses_and_repeats_none(fleet, tmp_path):
     """The running task finishes, the prefetched and ETA ones go back at once (not after
     the 600 s visibility timeout), and a second worker runs each of them exactly once,
@@ -81,6 +84,7 @@ def dead_letters(sqs, queue) -> list[dict]:
                                VisibilityTimeout=0, WaitTimeSeconds=0).get("Messages", [])
 
 
+@pytest.mark.fault
 def test_an_undecodable_message_moves_to_the_dlq_with_its_body_and_a_reason(fleet, tmp_path):
     sqs, queue, env, _runs = fleet(visibility=30)
     body = "{not json: a poison message"
@@ -92,6 +96,7 @@ def test_an_undecodable_message_moves_to_the_dlq_with_its_body_and_a_reason(flee
     assert moved["MessageAttributes"]["kit_reason"]["StringValue"].startswith("undecodable")
 
 
+@pytest.mark.fault
 def test_a_rejected_task_reaches_the_dlq_without_running_again(fleet, tmp_path):
     sqs, queue, env, runs = fleet(visibility=30)
     publish(env, "from ttasks import refuse; refuse.delay('r1')", tmp_path)
@@ -105,6 +110,7 @@ def test_a_rejected_task_reaches_the_dlq_without_running_again(fleet, tmp_path):
     assert lines(runs) == ["refuse r1"]
 
 
+@pytest.mark.fault
 def test_an_unknown_task_and_a_refused_content_type_reach_the_dlq_and_the_rest_runs(
         fleet, tmp_path):
     """Celery rejects both (an unregistered task name; pickle where only JSON is

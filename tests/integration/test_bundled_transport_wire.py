@@ -36,6 +36,7 @@ def fleet(fauxqs, proxy, tmp_path):
     return lambda **kw: recording_fleet(fauxqs.endpoint_url, proxy.endpoint_url, tmp_path, **kw)
 
 
+@pytest.mark.fault
 def test_acks_are_batched_and_the_rest_is_flushed_on_sigterm(fleet, proxy, tmp_path):
     sqs, queue, env, runs = fleet(visibility=60, extra_config=(
         "broker_transport_options['ack_flush_delay'] = 120\n"))  # only full batches, or shutdown
@@ -105,6 +106,7 @@ def test_an_idle_worker_polls_once_per_wait_time(fleet, proxy, tmp_path):
     assert 1 <= receives <= math.ceil(idle / 2) + 1
 
 
+@pytest.mark.fault
 def test_throttled_and_failing_receives_are_retried_and_lose_nothing(fleet, proxy, tmp_path):
     _sqs, _queue, env, runs = fleet(visibility=60)
     publish(env, "from ttasks import quick\n[quick.delay(i) for i in range(10)]", tmp_path)
@@ -117,6 +119,7 @@ def test_throttled_and_failing_receives_are_retried_and_lose_nothing(fleet, prox
     assert sorted(lines(runs)) == sorted(f"quick {i}" for i in range(10))
 
 
+@pytest.mark.fault
 def test_resets_stalls_and_a_long_poll_that_never_answers_heal_without_a_restart(
         fleet, proxy, tmp_path):
     """Connections reset after SQS acted, an answer stalled past the read timeout, and a
@@ -139,6 +142,7 @@ def test_resets_stalls_and_a_long_poll_that_never_answers_heal_without_a_restart
     assert len(lines(runs)) == 20, "a duplicate run"
 
 
+@pytest.mark.fault
 def test_access_denied_on_publish_is_a_typed_error_naming_queue_and_fix(fleet, proxy, tmp_path):
     _sqs, queue_entry, env, _runs = fleet(visibility=60)
     proxy.inject("SendMessage", 1, 403, "AccessDenied")

@@ -24,7 +24,7 @@ from runtime.errors import EtaTooFar
 from tests.integration.fleet import lines, publish, queue_counts, recording_fleet, wait_for
 from tests.integration.hub_channel import HubChannel, body_of, make_queue
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 TASKS = '''
 import time

@@ -104,6 +104,7 @@ def test_health_names_a_dead_pool_process_until_the_pool_replaces_it(moto, tmp_p
         assert len(json.loads(state_file.read_text())["pool_pids"]) == 2
 
 
+@pytest.mark.fault
 def test_health_names_lost_credentials_and_recovers_with_them(moto, tmp_path):
     """Receives refused (ExpiredToken) for longer than the bound make the worker
     unhealthy with the transport's error; once they complete again it is healthy. The

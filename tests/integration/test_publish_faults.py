@@ -20,7 +20,7 @@ from local_aws.ports import free_port
 from runtime.ops.messages import task_of
 from tests.integration.fleet import RECORDING_TASKS, queue_counts
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 PUBLISH = '''
 import json, sys, time

@@ -11,7 +11,7 @@ import pytest
 
 from bench.recovery import RecoveryFleet, kill_to_rerun
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 VISIBILITY = 30
 """The bundled rule's minimum (``infra.rules.MIN_BUNDLED_VISIBILITY``)."""

@@ -19,7 +19,7 @@ from local_aws.fleet import create_result_table
 from local_aws.ports import free_port
 from tests.integration.fleet import lines, publish, queue_counts, recording_fleet, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 POOLS = ["prefork", "threads"]
 

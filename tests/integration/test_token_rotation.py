@@ -46,6 +46,7 @@ def enforcing(tmp_path):
         yield moto, create_operator(moto.endpoint_url)
 
 
+@pytest.mark.fault
 def test_three_queues_survive_token_rotation(enforcing, tmp_path):
     moto, operator = enforcing
     session = operator.session()
@@ -105,6 +106,7 @@ def test_three_queues_survive_token_rotation(enforcing, tmp_path):
     assert 3 <= assumed <= 2 * LIFETIMES + 2
 
 
+@pytest.mark.fault
 def test_a_credentials_outage_longer_than_a_token_heals_without_a_restart(fauxqs, tmp_path):
     """The worker's only identity is a container-credentials endpoint serving 12 s
     tokens; it goes down for 20 s, so the token in use expires and SQS (a proxy that

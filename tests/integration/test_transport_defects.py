@@ -17,7 +17,7 @@ from local_aws.fleet import sqs_client
 from runtime.errors import CredentialsError, MessageTooLarge
 from tests.integration.hub_channel import HubChannel, counts, make_queue
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 
 @pytest.fixture

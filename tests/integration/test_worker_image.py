@@ -109,6 +109,7 @@ def test_healthcheck_reports_the_running_worker_healthy(engine, image, fleet):
         assert last["ExitCode"] == 0 and last["Output"].startswith("healthy: pid 1,")
 
 
+@pytest.mark.fault
 def test_a_task_of_a_killed_container_reruns_on_another(engine, image, moto, tmp_path):
     """kill -9 of a whole container mid-task (late acks): its held message comes back
     after the visibility timeout, which the heartbeat had kept extending, and a second
