@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from local_aws.stage import PROJECT_ROOT
+from runtime.health import process_running
 
 CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                         "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE")
@@ -101,6 +102,11 @@ class CeleryWorker:
             except ProcessLookupError:
                 pass
         self._process.wait()
+        # SIGKILL lands when the kernel next schedules each process: on a busy machine a
+        # pool process can still show as running for a moment. Return once all are dead.
+        deadline = time.monotonic() + 10
+        while any(process_running(pid) for pid in pool) and time.monotonic() < deadline:
+            time.sleep(0.02)
         self._log.close()
         return self._process.returncode
 
