@@ -1,7 +1,7 @@
 """Recovery after kill -9, with the bundled transport's short visibility timeout (issue
 11): a killed worker's task runs again on another worker once the window its heartbeat
 last granted ends. Real ``celery worker`` processes on fauxqs; the scenario is the one
-``python -m bench.recovery`` times (BENCHMARKS.md), at 30 s instead of the 60 s default
+``python -m bench.recovery`` times (BENCHMARKS.md), at 10 s instead of the 60 s default
 to keep the run short. That a healthy worker's task of three windows still runs once is
 shown at 3 s (``test_bundled_transport``) and across a restart (``test_far_eta``)."""
 
@@ -13,8 +13,9 @@ from bench.recovery import RecoveryFleet, kill_to_rerun
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
-VISIBILITY = 30
-"""The bundled rule's minimum (``infra.rules.MIN_BUNDLED_VISIBILITY``)."""
+VISIBILITY = 10
+"""Scaled down from the bundled default (60 s; the spec's minimum is 30 s, for a slow
+heartbeat call on a real network): the runtime plans with whatever window it is given."""
 
 
 @pytest.fixture
