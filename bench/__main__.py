@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from bench.passes import BATCH, VARIANTS, Setting, measure
+from runtime.celery_settings import BUNDLED_PREFETCH
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="throughput runs per row")
     parser.add_argument("--delay-ms", type=int, default=15,
                         help="request delay of the delayed rows (0: none)")
+    parser.add_argument("--prefetch-multiplier", type=int, default=BUNDLED_PREFETCH,
+                        help="worker_prefetch_multiplier for every row (the window is "
+                             "concurrency x this)")
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     args = parser.parse_args(argv)
     if args.quick:
@@ -47,15 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     work = ROOT / ".build" / "bench"
     started = time.monotonic()
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}; N={args.tasks}, concurrency {args.concurrency}")
+          f"{platform.python_version()}; N={args.tasks}, concurrency {args.concurrency}, "
+          f"prefetch multiplier {args.prefetch_multiplier}")
     results = []
     for pool in args.pools.split(","):
         variants = args.transports.split(",")
-        settings = [Setting.of(v, pool, args.concurrency) for v in variants]
-        settings += [Setting.of("kit", pool, args.concurrency, publish_mode=BATCH)
+        window = {"prefetch_multiplier": args.prefetch_multiplier}
+        settings = [Setting.of(v, pool, args.concurrency, **window) for v in variants]
+        settings += [Setting.of("kit", pool, args.concurrency, publish_mode=BATCH, **window)
                      for v in variants if v == "kit"]
         if args.delay_ms:
-            settings += [Setting.of(v, pool, args.concurrency, request_delay_ms=args.delay_ms)
+            settings += [Setting.of(v, pool, args.concurrency, request_delay_ms=args.delay_ms,
+                                    **window)
                          for v in variants if v in ("stock-tuned", "kit")]
         for i, setting in enumerate(settings):
             print(f"{setting.name}:", flush=True)

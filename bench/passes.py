@@ -63,12 +63,15 @@ class Setting:
     polling: str = RENDERED
     publish_mode: str = SINGLE
     request_delay_ms: int = 0
+    prefetch_multiplier: int = BUNDLED_PREFETCH
+    """Both transports get the same window (``concurrency x prefetch_multiplier``)."""
 
     @classmethod
     def of(cls, variant: str, pool: str, concurrency: int, *, publish_mode: str = SINGLE,
-           request_delay_ms: int = 0) -> Setting:
+           request_delay_ms: int = 0, prefetch_multiplier: int = BUNDLED_PREFETCH) -> Setting:
         transport, polling = VARIANTS[variant]
-        return cls(transport, pool, concurrency, polling, publish_mode, request_delay_ms)
+        return cls(transport, pool, concurrency, polling, publish_mode, request_delay_ms,
+                   prefetch_multiplier)
 
     @property
     def name(self) -> str:
@@ -105,7 +108,8 @@ class Figures:
             "transport": self.setting.transport, "polling": self.setting.polling,
             "pool": self.setting.pool, "publish_mode": self.setting.publish_mode,
             "request_delay_ms": self.setting.request_delay_ms,
-            "concurrency": self.setting.concurrency, "tasks": self.tasks,
+            "concurrency": self.setting.concurrency,
+            "prefetch_multiplier": self.setting.prefetch_multiplier, "tasks": self.tasks,
             "tasks_per_s": round(statistics.median(runs), 1) if runs else None,
             "tasks_per_s_runs": [round(r, 1) for r in runs],
             "requests_per_task": round(sum(by_action.values()), 3),
@@ -159,7 +163,7 @@ class Stage:
         # Same Celery app for both transports: stock gets the kit's prefetch window
         # (its rendered default of 1 is safer for it, and slower).
         with open(self.work / "celeryconfig.py", "a") as config:
-            config.write(f"worker_prefetch_multiplier = {BUNDLED_PREFETCH}\n")
+            config.write(f"worker_prefetch_multiplier = {self.setting.prefetch_multiplier}\n")
             if self.setting.polling == KOMBU_DEFAULTS:
                 config.write("broker_transport_options.pop('wait_time_seconds')\n"
                              "broker_transport_options.pop('polling_interval')\n")
