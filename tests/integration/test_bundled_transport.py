@@ -33,24 +33,6 @@ def test_a_task_running_three_visibility_timeouts_runs_exactly_once(fleet, tmp_p
 
 
 @pytest.mark.fault
-def test_warm_shutdown_gives_unstarted_messages_back_at_once(fleet, tmp_path):
-    sqs, queue, env, runs = fleet(visibility=600)
-    publish(env, "from ttasks import slow, quick\nslow.delay('first', 3)\n"
-                 "[quick.delay(i) for i in range(4)]", tmp_path)
-    worker = CeleryWorker("ttasks", env, tmp_path / "worker.log", pool="threads",
-                          concurrency=1).start()
-    try:
-        wait_for(lambda: "slow first" in lines(runs), 30, "the slow task to start")
-        wait_for(lambda: queue_counts(sqs, queue["url"])[1] == 5, 10, "all five prefetched")
-    finally:
-        worker.stop()  # SIGTERM: warm shutdown, the running task finishes
-    started = [line for line in lines(runs) if line.startswith("quick")]
-    # the unstarted ones are visible right away, not after the 600 s timeout
-    assert queue_counts(sqs, queue["url"]) == (4 - len(started), 0)
-    assert "slow first" in lines(runs)
-
-
-@pytest.mark.fault
 def test_sigterm_with_running_prefetched_and_eta_tasks_loses_and_repeats_none(fleet, tmp_path):
     """The running task finishes, the prefetched and ETA ones go back at once (not after
     the 600 s visibility timeout), and a second worker runs each of them exactly once,
