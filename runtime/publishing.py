@@ -73,10 +73,11 @@ from typing import Any
 
 from botocore.client import BaseClient
 from botocore.exceptions import (ClientError, ConnectionClosedError, ConnectionError,
-                                 HTTPClientError, ReadTimeoutError)
+                                 CredentialRetrievalError, HTTPClientError, NoCredentialsError,
+                                 ReadTimeoutError)
 
 from runtime.batching import BATCH_SIZE, send_batch
-from runtime.errors import ConfigError, PublishError
+from runtime.errors import ConfigError, CredentialsError, PublishError
 from runtime.sqs_errors import error_code, typed_error
 
 logger = logging.getLogger(__name__)
@@ -233,6 +234,8 @@ def publish_error(error: Exception, *, queue: str, task_id: str) -> Exception:
             PublishError({task_id: why(error)})
     if isinstance(error, (ConnectionError, HTTPClientError)):
         return PublishError({task_id: why(error)})
+    if isinstance(error, (NoCredentialsError, CredentialRetrievalError)):
+        return CredentialsError(queue, "SendMessage", type(error).__name__)
     return error
 
 

@@ -48,7 +48,8 @@ from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+from botocore.exceptions import (ClientError, ConnectionError, CredentialRetrievalError,
+                                 HTTPClientError, NoCredentialsError)
 from celery.backends import dynamodb
 from celery.exceptions import BackendStoreError
 
@@ -73,12 +74,18 @@ THROTTLING = {"ProvisionedThroughputExceededException", "RequestLimitExceeded",
               "ThrottlingException", "LimitExceededException"}
 
 
+UNANSWERED = (ConnectionError, HTTPClientError, NoCredentialsError, CredentialRetrievalError)
+"""No answer from DynamoDB, or no credentials to ask it with (the container-credentials
+endpoint or STS down): the same request may succeed later."""
+
+
 def safe_to_retry(error: BaseException) -> bool:
-    """Throttling, 5xx, expired credentials, or no answer (refused, timed out, reset):
-    the same request may succeed later. DynamoDB's final answers are not."""
+    """Throttling, 5xx, expired or unobtainable credentials, or no answer (refused,
+    timed out, reset): the same request may succeed later. DynamoDB's final answers
+    are not."""
     if isinstance(error, ClientError):
         return error_code(error) in THROTTLING or is_transient(error)
-    return isinstance(error, (ConnectionError, HTTPClientError))
+    return isinstance(error, UNANSWERED)
 
 
 class DynamoDBBackend(dynamodb.DynamoDBBackend):
@@ -95,7 +102,7 @@ class DynamoDBBackend(dynamodb.DynamoDBBackend):
         except Exception as error:
             # Celery's retry loop raises BackendStoreError from the last error it retried.
             cause = error.__context__ if isinstance(error, BackendStoreError) else error
-            if not isinstance(cause, (ClientError, ConnectionError, HTTPClientError)):
+            if not isinstance(cause, (ClientError, *UNANSWERED)):
                 raise  # not DynamoDB's answer (an unserializable result): Celery's to handle
             # Raising would not bring the result back: Celery would store a FAILURE the
             # same table refuses, and under the threads pool the message would never be

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pickle
 
 import pytest
-from botocore.exceptions import EndpointConnectionError, ParamValidationError, ReadTimeoutError
+from botocore.exceptions import (CredentialRetrievalError, EndpointConnectionError,
+                                 NoCredentialsError, ParamValidationError, ReadTimeoutError)
 from kombu.exceptions import OperationalError
 
-from runtime.errors import ConfigError, PublishError, QueueAccessDenied
+from runtime.errors import ConfigError, CredentialsError, PublishError, QueueAccessDenied
 from runtime.publishing import MAX_BATCH_BYTES, BatchPublisher, batch_publish, publish_error
 from tests.unit.fake_aws import aws_error
 from tests.unit.stub_sqs import StubSqs
@@ -131,6 +132,8 @@ def test_a_call_whose_answer_was_lost_says_sqs_may_have_queued_it():
     (aws_error("InternalError", 500, "SendMessage"), PublishError),
     (EndpointConnectionError(endpoint_url=URL), PublishError),
     (ReadTimeoutError(endpoint_url=URL), PublishError),
+    (NoCredentialsError(), CredentialsError),
+    (CredentialRetrievalError(provider="container-role", error_msg="reset"), CredentialsError),
     (ParamValidationError(report="bad"), ParamValidationError),
 ])
 def test_a_failed_publish_raises_a_typed_error_or_publish_error_naming_the_task(error, raised):

@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 
 import pytest
-from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+from botocore.exceptions import (CredentialRetrievalError, EndpointConnectionError,
+                                 NoCredentialsError, ReadTimeoutError)
 from celery import Celery
 from kombu.exceptions import EncodeError
 
@@ -53,6 +54,8 @@ def test_the_stock_rendering_keeps_celery_s_own_backend():
     (aws_error("ExpiredTokenException", 400, "PutItem"), True),
     (EndpointConnectionError(endpoint_url="http://x"), True),
     (ReadTimeoutError(endpoint_url="http://x"), True),
+    (NoCredentialsError(), True),
+    (CredentialRetrievalError(provider="container-role", error_msg="reset"), True),
     (aws_error("AccessDeniedException", 400, "PutItem"), False),
     (aws_error("ValidationException", 400, "PutItem"), False),
     (aws_error("ResourceNotFoundException", 400, "PutItem"), False),
