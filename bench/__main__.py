@@ -129,7 +129,7 @@ def print_table(results: list[dict]) -> None:
         print(f"{r['transport']:>5}/{r['polling']:<14}/{r['pool']:<8}/{r['publish_mode']:<6}"
               f"/+{r['request_delay_ms']} ms per task: {actions}")
     for r in results:
-        if r.get("revocation_reads_per_task") is not None:
+        if r.get("revocation_reads_per_worker_hour") is not None:  # rows with an idle pass
             print(f"revocation reads ({r['pool']}): {r['revocation_reads_per_task']:.4f} per task "
                   f"in the counted pass, {r['revocation_reads_per_worker_hour']} per worker-hour "
                   "idle (one GetItem per worker every 2 s, whatever the task rate)")

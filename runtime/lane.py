@@ -144,6 +144,7 @@ class QueueLane:
         cap = min(BACKOFF_MAX, max(visibility_timeout / 4, BACKOFF_BASE))
         self._backoff = {kind: _Backoff(cap) for kind in _WORK}
         self._pool: Executor | None = delete_executor
+        self._owns_pool = delete_executor is None
         self._deletes_on_wire = 0  # batches
         self._deleting = 0  # their messages
         self._deletes_settled = threading.Condition(self._lock)
@@ -360,12 +361,16 @@ class QueueLane:
                 del self._deletes[:BATCH_SIZE]
                 self._deletes_on_wire += 1
                 self._deleting += len(batches[-1])
-            if batches and self._pool is None:
+            closed = self._closed
+            if batches and self._pool is None and not closed:
                 self._pool = ThreadPoolExecutor(max_workers=DELETES_IN_FLIGHT,
                                                 thread_name_prefix=f"{self._name}-delete")
             pool = self._pool
         for batch in batches:
-            pool.submit(self._delete_batch, client, batch)
+            if closed:  # late work after close: done at once, no pool left to wait for
+                self._delete_batch(client, batch)
+            else:
+                pool.submit(self._delete_batch, client, batch)
 
     def _delete_batch(self, client: BaseClient, batch: list[str]) -> None:
         outcome: BatchOutcome[str] = BatchOutcome(retry=batch)  # if sorting itself failed
@@ -469,7 +474,7 @@ class QueueLane:
         self._ticker.stop(timeout=min(2.0, timeout / 2))  # let a call on the wire finish
         finished = self._drain(deadline)
         self._closed = True  # from here on, _wake drains whatever is asked for
-        if self._pool is not None:
+        if self._pool is not None and self._owns_pool:
             self._pool.shutdown(wait=False)
             self._pool = None
         with self._lock:
