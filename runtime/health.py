@@ -12,7 +12,8 @@ one line (``healthy: ...``), or 1 with one line on stderr naming the part that
 failed:
 
 - ``state file missing``: the worker is not ready yet (the image's HEALTHCHECK
-  start period covers that), or its app does not load ``runtime.celeryconfig``;
+  start period covers that), or its app does not install the kit's worker hooks
+  (``runtime.celeryconfig`` or a rendered bundled ``celeryconfig.py`` do);
 - ``worker process not running``: the recorded main process is gone (or a zombie);
 - ``consumer loop stale``: the process lives but its event loop has not run for
   longer than the bound, so it receives and acknowledges nothing (hung, stopped,
@@ -83,7 +84,8 @@ def check(path: Path, now: float | None = None) -> tuple[bool, str]:
                             last_receive_error=str(raw.get("last_receive_error", "")))
     except FileNotFoundError:
         return False, (f"state file missing: {path} (worker not ready yet, or its app "
-                       "does not load runtime.celeryconfig)")
+                       "does not install the kit's worker hooks: runtime.celeryconfig or "
+                       "a rendered bundled celeryconfig.py)")
     except (OSError, ValueError, TypeError, KeyError) as error:
         return False, f"state file unreadable: {path}: {error}"
     if not process_running(state.pid):

@@ -1,6 +1,7 @@
-"""The kit's worker hooks, installed by every configuration that selects the bundled
-transport: ``runtime.celeryconfig`` when it is imported, and a rendered
-``celeryconfig.py`` (``runtime.render``) by its last lines.
+"""The kit's worker hooks, installed by ``runtime.celeryconfig`` when it is imported
+(whichever transport it selects), and by a rendered ``celeryconfig.py``
+(``runtime.render``) in its last lines when it selects the bundled transport (the
+stock rendering is settings only).
 
 - :mod:`runtime.liveness`: the state file ``python -m runtime.health`` checks;
 - :mod:`runtime.metrics`: per-queue CloudWatch EMF lines on stdout;

@@ -1,4 +1,5 @@
-"""One queue's background SQS work, in order, on a thread of its own.
+"""One queue's background SQS work, in order, on a thread of its own (its delete
+batches settle on a small pool).
 
 Every message the worker receives is in its queue's lane until SQS has deleted
 it or has it back::

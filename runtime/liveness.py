@@ -1,8 +1,8 @@
 """The worker's half of the health check: keep the state file :mod:`runtime.health` reads.
 
-:func:`install` connects a ``worker_ready`` handler (importing
-``runtime.celeryconfig`` calls it, so every worker configured that way keeps the
-file; an app with a rendered ``celeryconfig.py`` opts in by calling it). When the
+:func:`install` connects a ``worker_ready`` handler (the kit's worker hooks,
+:mod:`runtime.hooks`, call it: ``runtime.celeryconfig`` and a rendered bundled
+``celeryconfig.py``, so every worker configured either way keeps the file). When the
 worker is ready, the handler records the main process id and puts a timer on the
 consumer's event loop (the kombu hub) that refreshes the file's timestamp. The
 timer runs on the same loop that receives, acknowledges and dispatches tasks, so

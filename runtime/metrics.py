@@ -55,7 +55,7 @@ The transport's figures come from the events its lanes and receive loop tell
 listeners (``runtime.events``): :func:`install` adds one listener that counts
 them, so the transport knows nothing of metrics and no log line is parsed.
 
-:func:`install` (``runtime.celeryconfig`` calls it, as it calls
+:func:`install` (the kit's worker hooks, :mod:`runtime.hooks`, call it, as they call
 ``runtime.liveness.install``) connects the signals and the listener; when the
 worker is ready a thread (``runtime.ticker``) writes the lines, on a thread of
 its own so a busy event loop cannot delay them, and the last partial interval is

@@ -15,7 +15,7 @@ before the worker has seen it runs.
 ``terminate=True`` cannot be honoured: nothing reaches the process that runs the
 task. It is refused with :class:`runtime.errors.UsageError` rather than ignored.
 
-Installed by ``runtime.celeryconfig`` (:func:`install`): it routes
+Installed by the kit's worker hooks (:mod:`runtime.hooks`, :func:`install`): it routes
 ``Control.revoke`` of apps on the bundled transport here, and starts the reader
 in every worker. Needs the result backend (the table); without one, revoking
 raises :class:`~runtime.errors.ConfigError`. The producer role may write only

@@ -62,8 +62,9 @@ Receive loop
     attributes when the option names none (stock asks for none), so DLQ moves keep them.
 
 Visibility
-    Each queue has a lane (``runtime.lane``): one thread that does all of the
-    queue's background work in order. Every received message is held before
+    Each queue has a lane (``runtime.lane``): one thread that does the queue's
+    background work in order (its delete batches settle on a few threads of their
+    own, so a stalled delete holds up nothing). Every received message is held before
     any of its batch is delivered, and kept invisible with
     ChangeMessageVisibilityBatch by the queue's ``visibility_timeout``
     (``predefined_queues[q]["visibility_timeout"]``, default the
@@ -742,9 +743,10 @@ def client_configs(wait_time_seconds: int, user: Config | None) -> dict[str, Con
     ``receive`` waits out a long poll; ``publish`` is a publish's one retry policy
     (``runtime.publishing``: 4 attempts of at most 2 s to connect and 5 s to answer);
     ``ops`` (every other call) fails a dead connection in seconds, and the lane
-    retries; ``shutdown`` makes one short attempt, as stock kombu's release client does, so a bad network cannot hold up
-    a warm shutdown. The user's ``client-config`` applies to all three, but cannot
-    lengthen the shutdown's bounds.
+    retries; ``shutdown`` makes one short attempt, as stock kombu's release client
+    does, so a bad network cannot hold up a warm shutdown. The user's
+    ``client-config`` is merged into ``receive``, ``publish`` and ``ops`` (so it can
+    lengthen a publish's bounds), but cannot lengthen the shutdown's.
     """
     def merged(config: Config) -> Config:
         return config.merge(user) if user is not None else config
