@@ -202,6 +202,23 @@ def _check_bundled_hold(prefix: str, *, fifo: bool, visibility_timeout: Any,
             f"ETAs are parked), less a {VISIBILITY_MARGIN_SECONDS} s margin", task_time_limit)
 
 
+def check_far_countdowns_can_park(prefix: str, *, transport: str, fifo: bool,
+                                  workers_send: bool, max_countdown: Any,
+                                  unresolved: Unresolved = never_unresolved) -> None:
+    """With the bundled transport, a standard queue's task due further out than
+    ``MAX_ETA_HOLD_LIMIT`` is parked: sent to its own queue again, which needs the
+    workers' ``sqs:SendMessage`` there (``workers_send``)."""
+    if transport != BUNDLED or fifo or workers_send or unresolved(max_countdown):
+        return
+    if max_countdown > MAX_ETA_HOLD_LIMIT:
+        raise SpecError(
+            f"{prefix}max_countdown",
+            f"must be <= {MAX_ETA_HOLD_LIMIT} seconds when workers_send is false: a task due "
+            "later is parked (sent to its own queue again with a delay), which needs the "
+            "workers' sqs:SendMessage on the queue; without it the task ends in the DLQ",
+            max_countdown)
+
+
 def check_backoff_policy(prefix: str, policy: Any, *, dead_letter_queue: bool, max_receive_count: Any,
                          unresolved: Unresolved = never_unresolved) -> None:
     """kombu's backoff policy: {attempt: delay seconds}, attempts 1..n with no gap."""

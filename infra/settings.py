@@ -54,7 +54,9 @@ field                            default      meaning
 ``max_countdown``                ``0``        longest ETA/countdown planned on this queue
 ``routes``                       ``[]``       task name globs routed to this queue
 ``workers_send``                 ``true``     workers may SendMessage here (retry(),
-                                              chains); false = consume-only
+                                              chains, parking ETAs beyond 11 h); false =
+                                              consume-only, and ``max_countdown`` at
+                                              most 39600 with the bundled transport
 ``dedicated_role``               ``false``    a per-queue STS role that alone can use the
                                               queue (needs ``sts.enabled``)
 ``max_message_age``              derived      seconds: alarm when the oldest message is
@@ -441,6 +443,9 @@ def _queue(index: int, raw: Any, transport: str) -> QueueSpec:
         k: v for k, v in values.items()
         if k not in ("content_based_deduplication", "backoff_tasks", "routes", "workers_send",
                      "dedicated_role", "max_message_age")})
+    rules.check_far_countdowns_can_park(
+        f"{where}.", transport=transport, fifo=values["fifo"],
+        workers_send=values["workers_send"], max_countdown=values["max_countdown"])
     if values["max_message_age"] is None:
         values["max_message_age"] = rules.message_age_threshold(**{k: values[k] for k in (
             "visibility_timeout", "task_time_limit", "max_countdown", "backoff_policy")})

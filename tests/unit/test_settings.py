@@ -66,6 +66,10 @@ SPEC_RULES = [
     ("bundled-fifo-countdown-beyond-what-a-worker-holds",
      {"queues": [{"name": "orders.fifo", "fifo": True, "max_countdown": 40_000}]},
      "queues[orders.fifo].max_countdown", "must be <= 39600 seconds on a FIFO queue", 40_000),
+    ("far-countdown-on-a-consume-only-queue", one_queue(workers_send=False, max_countdown=39_601),
+     "queues[reports].max_countdown", "must be <= 39600 seconds when workers_send is false: a "
+     "task due later is parked (sent to its own queue again with a delay), which needs the "
+     "workers' sqs:SendMessage", 39_601),
     ("transport-unknown", with_fleet(transport="kombu"), "celery_sqs_kit.transport",
      "must be 'bundled' or 'stock'", "kombu"),
     ("visibility-above-12h", one_queue(visibility_timeout=43_201),
@@ -361,6 +365,12 @@ def test_no_context_gives_one_default_queue():
     assert not spec.sts.enabled
     assert spec.extra_trusted_principals == ()
     assert spec.endpoint_url is None
+
+
+def test_far_countdowns_park_where_workers_may_send_or_stock_consumes():
+    for context in (one_queue(max_countdown=43_200, task_time_limit=60),
+                    stock_queue(workers_send=False, max_countdown=43_000, task_time_limit=60)):
+        assert load_spec(context).queue("reports").max_countdown in (43_200, 43_000)
 
 
 def test_bundled_default_visibility_is_short_whatever_the_task_limit():
