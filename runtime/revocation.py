@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 from celery.app.control import Control
@@ -85,12 +86,18 @@ def revoked_now(app: Any) -> set[str]:
             if float(until["N"]) > now}
 
 
+def _scheme(backend: Any) -> str:
+    """Only the backend URL's scheme: the rest may hold a password (``redis://:pw@h``)."""
+    return urlsplit(str(backend or "")).scheme or str(type(backend).__name__)
+
+
 def _table(app: Any) -> tuple[str, Any]:
     table = dynamodb_table(app.conf.result_backend)
     if table is None:
         raise ConfigError("celery app", "result_backend",
                           f"revoking on SQS keeps revocations in the result table; "
-                          f"needs the DynamoDB result backend, got {app.conf.result_backend!r}")
+                          "needs the DynamoDB result backend, got a "
+                          f"{_scheme(app.conf.result_backend)!r} one")
     region, name = table
     return name, boto3.client("dynamodb", region_name=region)
 
