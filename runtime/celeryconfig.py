@@ -16,10 +16,9 @@ result table.
 import os
 
 from runtime import hooks
-from runtime.celery_settings import celery_settings
+from runtime.celery_settings import TRANSPORTS, celery_settings
 from runtime.config import load_config
 from runtime.errors import ConfigError
-from runtime.render import TRANSPORTS
 
 TRANSPORT_ENV = "CELERY_SQS_KIT_TRANSPORT"
 

@@ -15,7 +15,6 @@ import pytest
 from local_aws.celery_worker import CeleryWorker
 from local_aws.fleet import (create_queue, create_result_table, sqs_client, worker_document,
                              worker_env)
-from tests.integration.fleet import wait_for
 
 pytestmark = pytest.mark.integration
 

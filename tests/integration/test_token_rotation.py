@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 
-import boto3
 import pytest
 
 from local_aws.celery_worker import CREDENTIAL_VARIABLES, CeleryWorker, role_environment
