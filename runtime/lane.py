@@ -505,7 +505,8 @@ class QueueLane:
             deletes = len(self._deletes) + self._deleting
             moves, changes = len(self._moves), len(self._changes)
         if deletes or moves:
-            logger.warning("queue %r: %d acknowledged and %d dead-lettered message(s) not "
+            logger.warning("queue %r: %d acknowledged and %d moved (dead-lettered or parked) "
+                           "message(s) not "
                            "deleted before the shutdown deadline: SQS will deliver them again",
                            self.queue, deletes, moves)
         if changes:

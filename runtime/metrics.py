@@ -35,8 +35,9 @@ metric                     unit          what
 ``DeadLetterMoves``        Count         messages the transport moved to the DLQ
 ``ReceiveErrors``          Count         failed ReceiveMessage calls; ``ReceiveErrorTypes``
                                          (a property, not a metric) breaks them down
-``LaneErrors``             Count         background SQS calls (delete, visibility, DLQ
-                                         move) that failed, retried or not;
+``LaneErrors``             Count         background SQS calls (delete, visibility, move
+                                         to the DLQ or parked) that failed, retried
+                                         or not;
                                          ``LaneErrorTypes`` breaks them down as
                                          ``work/code`` (``delete/Throttling``)
 =========================  ============  ===============================================
