@@ -44,14 +44,13 @@ from typing import Any
 from runtime.errors import SpecError
 from runtime.limits import (FIFO_SUFFIX, MAX_COUNTDOWN, MAX_QUEUE_NAME_LENGTH,
                             MAX_RECEIVE_COUNT, MAX_STS_SESSION, MAX_VISIBILITY_TIMEOUT,
-                            MAX_WAIT_TIME, MIN_RECEIVE_COUNT, MIN_STS_SESSION, QUEUE_NAME_BASE)
+                            MAX_WAIT_TIME, MIN_RECEIVE_COUNT, MIN_STS_SESSION, QUEUE_NAME_BASE,
+                            VISIBILITY_MARGIN_SECONDS)
 from runtime.schema import BUNDLED, TRANSPORT_NAMES
 from runtime.visibility import MAX_ETA_HOLD_LIMIT, MAX_HOLD_SECONDS
 
 Unresolved = Callable[[Any], bool]
 
-VISIBILITY_MARGIN_SECONDS = 60
-"""Slack between a task's hard time limit and its message becoming visible again."""
 
 BUNDLED_VISIBILITY_TIMEOUT = 60
 """The default with the bundled transport. A killed worker's messages reappear when the

@@ -11,6 +11,9 @@ MAX_VISIBILITY_TIMEOUT = 43_200
 """SQS: a visibility timeout is 0..12 hours; so is a task's time limit and countdown here."""
 MAX_COUNTDOWN = MAX_VISIBILITY_TIMEOUT
 MAX_WAIT_TIME = 20
+VISIBILITY_MARGIN_SECONDS = 60
+"""Slack between a task's hard time limit and its message becoming visible again (the
+stock transport's rule, ``infra.rules``, and the renderer's warning share it)."""
 """SQS's long-poll range is 0..20 seconds."""
 MIN_RECEIVE_COUNT, MAX_RECEIVE_COUNT = 1, 1_000
 """A redrive policy's maxReceiveCount."""

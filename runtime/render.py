@@ -29,6 +29,7 @@ from runtime.celery_settings import (BUNDLED_TRANSPORT, STOCK_TRANSPORT, TRANSPO
                                      celery_settings)
 from runtime.config import WorkerConfig, load_config
 from runtime.errors import KitError
+from runtime.limits import VISIBILITY_MARGIN_SECONDS
 
 
 def render(config: WorkerConfig, *, transport: str | None = None) -> str:
@@ -98,10 +99,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def stock_hazard(config: WorkerConfig) -> str | None:
     """What goes wrong if stock kombu consumes these queues, or ``None``: the queues
-    whose task time limit (plus countdown) outlasts the visibility timeout."""
-    short = [f"{q.name} ({q.visibility_timeout} s < {q.task_time_limit + q.max_countdown} s)"
-             for q in config.queues.values()
-             if q.visibility_timeout < q.task_time_limit + q.max_countdown]
+    whose task time limit, countdown and the stock rule's margin outlast the visibility
+    timeout."""
+    needed = {name: q.task_time_limit + q.max_countdown + VISIBILITY_MARGIN_SECONDS
+              for name, q in config.queues.items()}
+    short = [f"{q.name} ({q.visibility_timeout} s < {needed[name]} s)"
+             for name, q in config.queues.items() if q.visibility_timeout < needed[name]]
     if not short:
         return None
     return ("stock kombu never extends visibility, so tasks running longer than these "
