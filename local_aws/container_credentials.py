@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import boto3
 
-from local_aws.http_thread import LoopbackHttpServer, reset_connection
+from local_aws.http_thread import LoopbackService, reset_connection
 
 REFRESH_MARGIN = timedelta(minutes=5)
 
@@ -106,7 +106,7 @@ class CredentialsSource(Protocol):
     def credentials(self) -> dict[str, Any]: ...
 
 
-class CredentialsEndpoint:
+class CredentialsEndpoint(LoopbackService):
     """Serves a source's credentials as the ECS agent does, at an unguessable path of
     a loopback port: ``with CredentialsEndpoint(source) as ep: ep.environment()``."""
 
@@ -137,8 +137,7 @@ class CredentialsEndpoint:
             def log_message(self, *args: object) -> None:
                 """Silent: request lines would be noise, bodies are secrets."""
 
-        self._http = LoopbackHttpServer(Handler)
-        self.port = self._http.port
+        self._serve(Handler)
 
     def go_down(self) -> None:
         """Reset every request from now on, as a dead agent would, until ``come_back``."""
@@ -159,19 +158,8 @@ class CredentialsEndpoint:
         """What a worker process needs to authenticate as the role: one URI, no keys."""
         return {"AWS_CONTAINER_CREDENTIALS_FULL_URI": self.uri}
 
-    def start(self) -> CredentialsEndpoint:
-        self.source.credentials()  # fail here, loudly, if there are none to serve
-        self._http.start()
-        return self
-
-    def stop(self) -> None:
-        self._http.stop()
-
-    def __enter__(self) -> CredentialsEndpoint:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _check_ready(self) -> None:
+        self.source.credentials()  # there are credentials to serve
 
 
 class ContainerCredentialsEndpoint(CredentialsEndpoint):

@@ -31,7 +31,7 @@ from typing import Any
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from local_aws.http_thread import LoopbackHttpServer, reset_connection
+from local_aws.http_thread import LoopbackService, reset_connection
 
 Answer = tuple[int, str, str, str]
 """An error answer: HTTP status, JSON ``__type``, query-protocol code, message."""
@@ -63,7 +63,7 @@ def action_of(headers, body: bytes) -> str:
     return "unknown"
 
 
-class CountingProxy:
+class CountingProxy(LoopbackService):
     """``with CountingProxy(upstream) as proxy: proxy.endpoint_url; proxy.counts()``."""
 
     def __init__(self, upstream: str, *, delay: float = 0.0) -> None:
@@ -157,8 +157,7 @@ class CountingProxy:
             def log_message(self, *args: object) -> None:
                 """Silent: request lines carry signed headers."""
 
-        self._http = LoopbackHttpServer(Handler)
-        self.port = self._http.port
+        self._serve(Handler)
         self._local = threading.local()
 
     @property
@@ -259,19 +258,9 @@ class CountingProxy:
         with self._lock:
             self._counts.clear()
 
-    def start(self) -> CountingProxy:
-        self._http.start()
-        return self
-
     def stop(self) -> None:
-        self._released.set()
-        self._http.stop()
-
-    def __enter__(self) -> CountingProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._released.set()  # hung and stalled requests end now
+        super().stop()
 
 
 class TokenCheckingProxy(CountingProxy):

@@ -6,6 +6,7 @@ import socket
 import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 from local_aws.ports import free_port
 
@@ -31,6 +32,36 @@ class LoopbackHttpServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class LoopbackService:
+    """A stand-in served on its own loopback port: ``with Service(...) as s: s.port``.
+    A subclass builds its handler and calls :meth:`_serve`; it may refuse to start by
+    raising from :meth:`_check_ready`."""
+
+    _http: LoopbackHttpServer
+    port: int
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._http = LoopbackHttpServer(handler)
+        self.port = self._http.port
+
+    def _check_ready(self) -> None:
+        """Fail here, loudly, before serving, if the service has nothing to serve."""
+
+    def start(self) -> Self:
+        self._check_ready()
+        self._http.start()
+        return self
+
+    def stop(self) -> None:
+        self._http.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def reset_connection(connection: socket.socket) -> None:

@@ -25,14 +25,14 @@ from http.server import BaseHTTPRequestHandler
 import boto3
 
 from local_aws.container_credentials import AssumedRole
-from local_aws.http_thread import LoopbackHttpServer
+from local_aws.http_thread import LoopbackService
 from local_aws.moto_server import ACCOUNT_ID, REGION
 
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 
 
-class InstanceMetadataService:
+class InstanceMetadataService(LoopbackService):
     def __init__(self, session: boto3.Session, role_arn: str, endpoint_url: str, *,
                  instance_id: str = "i-0123456789abcdef0",
                  auto_scaling_group: str | None = None) -> None:
@@ -71,8 +71,7 @@ class InstanceMetadataService:
             def log_message(self, *args: object) -> None:
                 """Silent: credential bodies are secrets."""
 
-        self._http = LoopbackHttpServer(Handler)
-        self.port = self._http.port
+        self._serve(Handler)
 
     @property
     def endpoint(self) -> str:
@@ -102,16 +101,5 @@ class InstanceMetadataService:
             fixed["tags/instance/aws:autoscaling:groupName"] = self.auto_scaling_group
         return fixed.get(path[len(meta):]) if path.startswith(meta) else None
 
-    def start(self) -> InstanceMetadataService:
-        self.role.credentials()  # fail here, loudly, if the role cannot be assumed
-        self._http.start()
-        return self
-
-    def stop(self) -> None:
-        self._http.stop()
-
-    def __enter__(self) -> InstanceMetadataService:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _check_ready(self) -> None:
+        self.role.credentials()  # the role can be assumed

@@ -22,7 +22,7 @@ import pytest
 from local_aws.celery_worker import CeleryWorker, role_environment
 from local_aws.container_credentials import ContainerCredentialsEndpoint
 from local_aws.ecs_agent import EcsAgent, deployed_task_definition
-from local_aws.http_thread import LoopbackHttpServer
+from local_aws.http_thread import LoopbackService
 from local_aws.imds import InstanceMetadataService
 from local_aws.moto_server import REGION
 from local_aws.stage import PROJECT_ROOT, TASK_DEFINITION_CONTEXT, DeployedStage, deploy_stage
@@ -112,7 +112,7 @@ def test_ecs_task_runs_as_the_task_role_protected_while_busy_and_finishes_on_sto
     assert "Warm shutdown" in logs and "demo.tasks.pause" in logs and "succeeded" in logs
 
 
-class LifecycleRecorder:
+class LifecycleRecorder(LoopbackService):
     """An Auto Scaling endpoint that records CompleteLifecycleAction (moto has none)."""
 
     def __init__(self) -> None:
@@ -139,18 +139,17 @@ class LifecycleRecorder:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.http = LoopbackHttpServer(Handler)
+        self._serve(Handler)
 
 
 def test_ec2_worker_as_the_instance_role_drains_on_terminated(stage, work, tmp_path):
     group = stage.outputs["AutoScalingGroupName"]
-    recorder = LifecycleRecorder()
-    recorder.http.start()
-    with InstanceMetadataService(stage.operator.session(), stage.outputs["InstanceRoleArn"],
-                                 stage.moto.endpoint_url, auto_scaling_group=group) as imds:
+    with LifecycleRecorder() as recorder, \
+            InstanceMetadataService(stage.operator.session(), stage.outputs["InstanceRoleArn"],
+                                    stage.moto.endpoint_url, auto_scaling_group=group) as imds:
         env = role_environment(work, {**aws(stage), **imds.environment(),
                                       "AWS_ENDPOINT_URL_AUTO_SCALING":
-                                          f"http://127.0.0.1:{recorder.http.port}"})
+                                          f"http://127.0.0.1:{recorder.port}"})
         method = subprocess.run([sys.executable, "-c", "import boto3\nc = boto3.Session()"
                                  ".get_credentials()\nprint(c.method, c.access_key)"],
                                 env=env, capture_output=True, text=True, check=True).stdout.split()
@@ -178,7 +177,6 @@ def test_ec2_worker_as_the_instance_role_drains_on_terminated(stage, work, tmp_p
         log = worker.log_text()
         assert f"Task demo.tasks.pause[{lines[2]}] succeeded" in log, log[-3000:]
         assert worker.stop() == 0
-    recorder.http.stop()
     assert recorder.calls == [{
         "Action": "CompleteLifecycleAction", "Version": "2011-01-01",
         "AutoScalingGroupName": group, "LifecycleHookName": "celery-worker-drain",
