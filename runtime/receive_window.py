@@ -24,6 +24,18 @@ window reconsider it. Once any slot is free a parked queue waits at most
 = 1``, where half the window may be all the pool's processes) never leaves a
 process idle for longer than that.
 
+The window covers the round trip. While a receive is on the wire the pool keeps
+working, so a window of just the prefetch count caps a worker at about
+window / (round trip + the time to run a batch) messages a second: at 15 ms a
+request, a window of 20 runs a fast pool at under half its speed. The window is
+therefore the prefetch count plus what the worker gets through in one receive
+round trip (the rate it is being delivered messages, decaying over about a
+second, times the duration of a full receive: one that found a batch waiting, so
+it measures the wire and not a long poll's wait), at most the prefetch count
+again. Slow tasks make that rate small and the window stays the prefetch count,
+so a worker running long tasks holds back no more from the others than Celery's
+own setting says; an idle worker's rate decays to nothing.
+
 Every decision runs on the hub thread; other threads only ask for one through
 ``wake``, which runs a callback on the hub thread and wakes it.
 """
@@ -32,32 +44,44 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 SQS_MAX_MESSAGES = 10
+RATE_MEMORY = 1.0
+"""Seconds over which the delivery rate decays (to ``1/e``)."""
+ROUND_TRIP_WEIGHT = 0.2
+"""Weight of the newest full receive in the round trip's moving average."""
 
 
 class ReceiveWindow:
     """``schedule(queue)`` on the hub thread when a queue may receive (at start, and
     when one of its receives completed: ``received`` first); ``slots_freed()`` from
-    any thread after an ack, reject or wider window."""
+    any thread after an ack, reject or wider window. ``qos`` is the channel's QoS:
+    ``prefetch_count`` (0: no limit) and ``unacked()``."""
 
     def __init__(self, qos: Any, hub: Any, *, receive: Callable[[str, int], None],
                  wake: Callable[[Callable[[], None]], None], batch_wait: float,
-                 max_in_flight: int = 4) -> None:
+                 max_in_flight: int = 4, clock: Callable[[], float] = time.monotonic) -> None:
         self._qos = qos
         self._hub = hub
         self._receive = receive
         self._wake = wake
+        self._clock = clock
         self.batch_wait = batch_wait
         self.max_in_flight = max_in_flight
         self._parked: set[str] = set()
         self._wanting: set[str] = set()  # busy, with fewer receives in flight than allowed
-        self._asked: dict[str, list[int]] = {}  # per queue, the counts of receives in flight
+        # per queue, the receives in flight: (messages asked for, monotonic start)
+        self._asked: dict[str, list[tuple[int, float]]] = {}
         self._busy: set[str] = set()
         self._timer: Any = None
         self._hub_thread: int | None = None
+        self.round_trip: float | None = None
+        """Moving average of full receives' durations, seconds (``None``: none yet)."""
+        self._recent = 0.0  # messages delivered, decaying with RATE_MEMORY
+        self._recent_at = clock()
 
     def schedule(self, queue: str) -> None:
         self._hub_thread = threading.get_ident()
@@ -77,9 +101,17 @@ class ReceiveWindow:
 
     def received(self, queue: str, asked: int, got: int) -> None:
         """A receive of ``queue`` that asked for ``asked`` messages brought ``got``."""
+        now = self._clock()
         in_flight = self._asked.get(queue, [])
-        if asked in in_flight:
-            in_flight.remove(asked)
+        started = next((entry for entry in in_flight if entry[0] == asked), None)
+        if started is not None:
+            in_flight.remove(started)
+            if got == asked:
+                took = now - started[1]
+                self.round_trip = took if self.round_trip is None else \
+                    self.round_trip + ROUND_TRIP_WEIGHT * (took - self.round_trip)
+        self._recent = self._recent_now(now) + got
+        self._recent_at = now
         if got:
             self._busy.add(queue)
         else:
@@ -111,7 +143,8 @@ class ReceiveWindow:
             self._wait_for_the_batch()
 
     def _wait_for_the_batch(self) -> None:
-        if self._timer is None and self._qos.can_consume():
+        free = self._free_slots()
+        if self._timer is None and (free is None or free > 0):
             self._timer = self._hub.call_later(self.batch_wait, self._waited)
 
     def _waited(self) -> None:
@@ -135,18 +168,35 @@ class ReceiveWindow:
             self.schedule(queue)
 
     def _start(self, queue: str, count: int) -> None:
-        self._asked.setdefault(queue, []).append(count)
+        self._asked.setdefault(queue, []).append((count, self._clock()))
         self._receive(queue, count)
 
+    def _recent_now(self, now: float) -> float:
+        return self._recent * math.exp((self._recent_at - now) / RATE_MEMORY)
+
+    def lookahead(self) -> int:
+        """Slots beyond the prefetch count: the messages one round trip is worth."""
+        if self.round_trip is None or not self._qos.prefetch_count:
+            return 0
+        rate = self._recent_now(self._clock()) / RATE_MEMORY
+        return min(self._qos.prefetch_count, int(rate * self.round_trip))
+
+    def _free_slots(self) -> int | None:
+        """Slots of the window not taken by delivered messages (``None``: no limit)."""
+        window = self._qos.prefetch_count
+        if not window:
+            return None
+        return max(0, window + self.lookahead() - self._qos.unacked())
+
     def _free(self, queue: str) -> int | None:
-        """Free prefetch slots for ``queue``'s next receive (``None``: no limit). A queue's
+        """Free slots for ``queue``'s next receive (``None``: no limit). A queue's
         first receive counts only what was delivered, so queues sharing the window
         each get their turn (as with stock, one batch per queue may pass the window);
         its extra receives also count everything asked for by receives in flight."""
-        free = self._qos.can_consume_max_estimate()
+        free = self._free_slots()
         if free is None or not self._asked.get(queue):
             return free
-        return free - sum(sum(counts) for counts in self._asked.values())
+        return free - sum(count for receives in self._asked.values() for count, _ in receives)
 
     def _room(self, queue: str) -> int | None:
         """How many messages ``queue``'s next receive may ask for, or ``None`` when a

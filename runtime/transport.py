@@ -49,7 +49,11 @@ Receive loop
     A queue receives again only when a batch's worth of prefetch slots is free
     (10, or half the prefetch window when that is smaller); until then it waits,
     parked, and acks and rejects resume it. Once any slot is free it waits at
-    most ``receive_batch_wait`` seconds (default ``0.1``) for the rest
+    most ``receive_batch_wait`` seconds (default ``0.1``) for the rest. A busy
+    queue keeps up to ``receives_in_flight`` (default 4) receives on the wire, and
+    a fast worker's window grows past the prefetch count by what it runs in one
+    receive round trip (at most the prefetch count again), so 5 to 20 ms a request
+    does not idle its pool; slow tasks keep it at the prefetch count
     (``runtime.receive_window``). Consumers without Celery's event loop (gevent,
     eventlet, plain kombu ``drain_events``) receive on their own thread with the
     same holding, dead-lettering and acking; with every prefetch slot taken,
@@ -223,6 +227,11 @@ REJECTED = "rejected without requeue"
 class QoS(SQS.QoS):
     """Stock QoS that tells its channel when acks and rejects free prefetch slots, and
     applies backoff policies through the message's lane."""
+
+    def unacked(self) -> int:
+        """Messages delivered and neither acked nor rejected yet (the receive window may
+        let this pass ``prefetch_count`` by a round trip's worth)."""
+        return len(self._delivered) - len(self._dirty)
 
     def ack(self, delivery_tag: str) -> None:
         super().ack(delivery_tag)

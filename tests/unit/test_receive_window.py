@@ -1,0 +1,111 @@
+"""The receive window covers the round trip: a fast worker may hold the prefetch
+count plus what it runs in one full receive's round trip (at most the prefetch count
+again); slow tasks, idling and long polls' waits add nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from runtime.receive_window import ReceiveWindow
+
+QUEUE = "work"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Window:
+    """A queue's QoS as the window reads it: a prefetch count and what is unacked."""
+
+    def __init__(self, prefetch_count: int) -> None:
+        self.prefetch_count = prefetch_count
+        self.held = 0
+
+    def unacked(self) -> int:
+        return self.held
+
+
+class Hub:
+    def call_later(self, _delay: float, _callback: Any, *_args: Any) -> Any:
+        return None
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def window_of(qos: Window, clock: Clock, receives: list[int]) -> ReceiveWindow:
+    return ReceiveWindow(qos, Hub(), receive=lambda _queue, count: receives.append(count),
+                         wake=lambda callback: callback(), batch_wait=0.1, clock=clock)
+
+
+def run_for(window: ReceiveWindow, clock: Clock, *, seconds: float, rate: float,
+            round_trip: float) -> None:
+    """Full receives of 10 that each take ``round_trip``, delivering ``rate`` a second."""
+    for _ in range(int(seconds * rate / 10)):
+        window._start(QUEUE, 10)
+        clock.now += round_trip
+        window.received(QUEUE, 10, 10)
+        clock.now += 10 / rate - round_trip
+
+
+def test_a_fast_worker_s_window_grows_by_what_one_round_trip_is_worth(clock):
+    qos = Window(prefetch_count=20)
+    window = window_of(qos, clock, [])
+    run_for(window, clock, seconds=5, rate=1000, round_trip=0.015)
+    assert window.round_trip == pytest.approx(0.015)
+    assert 13 <= window.lookahead() <= 15  # 1000 a second x 15 ms
+
+
+def test_the_window_grows_by_the_prefetch_count_at_most(clock):
+    window = window_of(Window(prefetch_count=20), clock, [])
+    run_for(window, clock, seconds=5, rate=1000, round_trip=0.08)
+    assert window.lookahead() == 20
+
+
+@pytest.mark.parametrize("rate", [2.0, 40.0])
+def test_slow_tasks_add_nothing_to_the_window(clock, rate):
+    window = window_of(Window(prefetch_count=20), clock, [])
+    run_for(window, clock, seconds=30, rate=rate, round_trip=0.015)
+    assert window.lookahead() == 0  # under one message per round trip
+
+
+def test_an_idle_worker_s_window_shrinks_back_to_the_prefetch_count(clock):
+    window = window_of(Window(prefetch_count=20), clock, [])
+    run_for(window, clock, seconds=5, rate=1000, round_trip=0.015)
+    clock.now += 5
+    assert window.lookahead() == 0
+
+
+def test_a_long_poll_s_wait_is_not_taken_for_a_round_trip(clock):
+    window = window_of(Window(prefetch_count=20), clock, [])
+    window._start(QUEUE, 10)
+    clock.now += 19
+    window.received(QUEUE, 10, 3)  # messages arrived during the wait
+    assert window.round_trip is None
+    assert window.lookahead() == 0
+
+
+def test_a_busy_queue_receives_into_the_lookahead_beyond_the_prefetch_count(clock):
+    qos = Window(prefetch_count=20)
+    receives: list[int] = []
+    window = window_of(qos, clock, receives)
+    run_for(window, clock, seconds=5, rate=1000, round_trip=0.015)
+    qos.held = 20  # every prefetch slot taken
+    receives.clear()
+    window.schedule(QUEUE)
+    assert receives == [10]  # the lookahead (14) has room for one more batch, not two
+
+
+def test_without_a_prefetch_limit_there_is_no_lookahead(clock):
+    window = window_of(Window(prefetch_count=0), clock, [])
+    run_for(window, clock, seconds=5, rate=1000, round_trip=0.015)
+    assert window.lookahead() == 0
