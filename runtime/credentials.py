@@ -36,6 +36,7 @@ from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.credentials import DeferredRefreshableCredentials, RefreshableCredentials
 
+from runtime import sqs_wire
 from runtime.errors import CredentialsError
 from runtime.sqs_errors import error_code
 
@@ -58,6 +59,8 @@ def session_name(prefix: str = "celery") -> str:
 PROFILES = ("receive", "publish", "ops", "shutdown")
 """Client configurations: long polls; publishes (bounded: ``runtime.publishing``); every
 other call; the last calls at shutdown."""
+LEAN_PROFILES = ("receive", "ops")
+"""The profiles whose per-message SQS calls take ``runtime.sqs_wire``'s lean path."""
 ASSUME_BACKOFF_BASE, ASSUME_BACKOFF_MAX = 1.0, 60.0
 
 
@@ -98,7 +101,8 @@ class RoleCredentials:
 
     def client(self, service: str, role_arn: str | None = None,
                profile: str = "ops") -> BaseClient:
-        """One client per (service, role, profile), made once, without a request."""
+        """One client per (service, role, profile), made once, without a request (for
+        SQS's receive and ops profiles, wrapped by ``runtime.sqs_wire.lean``)."""
         key = (service, role_arn, profile)
         client = self._clients.get(key)
         if client is not None:
@@ -110,6 +114,9 @@ class RoleCredentials:
                 client = session.create_client(service, region_name=self.region,
                                                config=self.configs[profile],
                                                endpoint_url=self.endpoint_url)
+                if service == "sqs" and profile in LEAN_PROFILES:
+                    client = sqs_wire.lean(client, session.get_credentials(),
+                                           ca_bundle=session.get_config_variable("ca_bundle"))
                 self._clients[key] = client
             return client
 

@@ -57,15 +57,14 @@ def test_acks_are_batched_and_the_rest_is_flushed_on_sigterm(fleet, proxy, tmp_p
 
 RECEIVE_LOG = """
 import os as _os
-import botocore.client as _client
-_make_api_call = _client.BaseClient._make_api_call
-def _logged(self, operation, params):
-    response = _make_api_call(self, operation, params)
-    if operation == "ReceiveMessage":
-        with open(_os.environ["KIT_TEST_RUNS"] + ".receives", "a") as log:
-            log.write(f"{len(response.get('Messages', []))}\\n")
-    return response
-_client.BaseClient._make_api_call = _logged
+import runtime.transport as _transport
+_receive = _transport.Channel._receive
+def _logged(self, qname, q_url, count):
+    messages = _receive(self, qname, q_url, count)
+    with open(_os.environ["KIT_TEST_RUNS"] + ".receives", "a") as log:
+        log.write(f"{len(messages)}\\n")
+    return messages
+_transport.Channel._receive = _logged
 """
 
 

@@ -1,0 +1,278 @@
+"""A lean path for the SQS calls a worker makes for every message: ReceiveMessage,
+DeleteMessageBatch and ChangeMessageVisibilityBatch.
+
+Why: at 2,000 tasks a second a prefork worker's parent spent about 0.75 ms of CPU
+in each boto3 call, and a tenth of a call per task each for receives and deletes
+(profiled with py-spy; ``BENCHMARKS.md``). botocore's own work on a request and its
+answer (serializing, signing, parsing) is under a fifth of that; the rest is the
+machinery around it: about ten events per call, endpoint rule resolution, urllib3
+and its response objects. On this path a call costs under half as much.
+
+What is the same as boto3, because it is botocore's: the request is serialized by
+botocore's serializer for the client's protocol (JSON, with SQS's query-compatible
+header), signed by ``SigV4Auth`` with the client's own credentials (refreshing ones
+refresh as they would), and the answer parsed by botocore's parser, so a result is
+the same dict and an error the same modeled ``ClientError`` class with the same
+``Error.Code`` (SQS's query codes such as ``AWS.SimpleQueueService.NonExistentQueue``).
+Failures are retried by botocore's standard retry conditions and backoff within the
+client's ``total_max_attempts``; a connection that cannot be made, is closed or
+times out raises botocore's own ``EndpointConnectionError``, ``ConnectTimeoutError``,
+``ConnectionClosedError`` or ``ReadTimeoutError``, after the client's
+``connect_timeout`` and ``read_timeout``. botocore's parameter events
+(``provide-client-params``, ``before-parameter-build``) are emitted as boto3 emits
+them, so a hook that reads or changes a call's parameters, or fails it, still works.
+
+What is different: each thread keeps one persistent ``http.client`` connection
+(checked before reuse, as urllib3 does, so a connection the server closed is
+replaced rather than failing a call); the request-level events (``before-sign``,
+``before-send``, ``after-call``) are not emitted; there is no retry quota (the
+lanes and the receive loop back off on their own once a call's attempts fail).
+
+Every other call goes to the boto3 client unchanged, and so does every call of a
+client this path could not serve as botocore would: a proxy (``client-config``
+``proxies`` or ``HTTP(S)_PROXY``), a client certificate, a retry mode other than
+``standard``, or an endpoint that is not ``http``/``https``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import select
+import socket
+import ssl
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import botocore
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest, HeadersDict
+from botocore.client import BaseClient
+from botocore.credentials import Credentials
+from botocore.exceptions import (ConnectionClosedError, ConnectTimeoutError,
+                                 EndpointConnectionError, HTTPClientError, NoCredentialsError,
+                                 ReadTimeoutError)
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
+from botocore.httpsession import get_cert_path
+from botocore.parsers import create_parser
+from botocore.retries.standard import (ExponentialBackoff, RetryContext, RetryPolicy,
+                                       StandardRetryConditions)
+from botocore.serialize import create_serializer
+
+logger = logging.getLogger(__name__)
+
+OPERATIONS = {"receive_message": "ReceiveMessage",
+              "delete_message_batch": "DeleteMessageBatch",
+              "change_message_visibility_batch": "ChangeMessageVisibilityBatch"}
+USER_AGENT = f"celery-sqs-kit Botocore/{botocore.__version__}"
+
+
+def unsupported(client: BaseClient) -> str | None:
+    """Why the lean path cannot serve ``client`` as botocore would, or ``None``."""
+    config = client.meta.config
+    url = urlsplit(client.meta.endpoint_url)
+    if url.scheme not in ("http", "https"):
+        return f"endpoint scheme {url.scheme!r}"
+    if config.proxies:
+        return "client-config proxies"
+    if url.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(
+            url.hostname or ""):
+        return f"{url.scheme.upper()}_PROXY"
+    if config.client_cert:
+        return "a client certificate"
+    mode = (config.retries or {}).get("mode", "legacy")
+    if mode != "standard":
+        return f"retry mode {mode!r}"
+    return None
+
+
+def lean(client: BaseClient, credentials: Credentials | None, *,
+         ca_bundle: str | None = None) -> Any:
+    """``client`` with its per-message calls on the lean path, or ``client`` itself
+    when the path could not serve it as botocore would (logged once, at INFO).
+    ``credentials`` are the ones the client signs with; ``ca_bundle`` the session's."""
+    reason = unsupported(client)
+    if reason is not None:
+        logger.info("SQS calls go through boto3 only (%s)", reason)
+        return client
+    return LeanSqs(client, credentials, ca_bundle=ca_bundle)
+
+
+class LeanSqs:
+    """A boto3 SQS client whose ``receive_message``, ``delete_message_batch`` and
+    ``change_message_visibility_batch`` take the lean path; every other attribute is
+    the client's."""
+
+    def __init__(self, client: BaseClient, credentials: Credentials | None, *,
+                 ca_bundle: str | None = None) -> None:
+        self._client = client
+        self._credentials = credentials
+        meta = client.meta
+        model = meta.service_model
+        self._models = {name: model.operation_model(name) for name in OPERATIONS.values()}
+        self._events = meta.events
+        self._event_prefix = model.service_id.hyphenize()
+        self._context = {"client_region": meta.region_name, "client_config": meta.config}
+        self._serializer = create_serializer(model.resolved_protocol, include_validation=False)
+        self._parser = create_parser(model.resolved_protocol)
+        self._signing = (model.signing_name, meta.region_name)
+        attempts = (meta.config.retries or {}).get("total_max_attempts")
+        self._retry = RetryPolicy(
+            StandardRetryConditions(**({} if attempts is None else {"max_attempts": attempts})),
+            ExponentialBackoff(service_name=self._event_prefix))
+        self._url = meta.endpoint_url
+        url = urlsplit(self._url)
+        self._path = url.path or "/"
+        self._connect = self._connector(url, meta.config.connect_timeout,
+                                        ca_bundle or get_cert_path(True))
+        self._read_timeout = meta.config.read_timeout
+        self._local = threading.local()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def receive_message(self, **params: Any) -> dict[str, Any]:
+        return self._call("ReceiveMessage", params)
+
+    def delete_message_batch(self, **params: Any) -> dict[str, Any]:
+        return self._call("DeleteMessageBatch", params)
+
+    def change_message_visibility_batch(self, **params: Any) -> dict[str, Any]:
+        return self._call("ChangeMessageVisibilityBatch", params)
+
+    # one call ----------------------------------------------------------------------
+    def _call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        model = self._models[operation]
+        params = self._emit_params(operation, model, params)
+        request = self._serializer.serialize_to_request(params, model)
+        attempt = 0
+        while True:
+            attempt += 1
+            answer = parsed = caught = None
+            try:
+                answer = self._send(request)
+            except (BotocoreConnectionError, HTTPClientError) as error:
+                caught = error
+            else:
+                parsed = self._parse(operation, model, answer)
+            if caught is None and answer.status_code < 300:
+                break
+            context = RetryContext(attempt_number=attempt, operation_model=model,
+                                   parsed_response=parsed, http_response=answer,
+                                   caught_exception=caught)
+            if not self._retry.should_retry(context):
+                break
+            time.sleep(self._retry.compute_retry_delay(context))
+        if caught is not None:
+            raise caught
+        parsed.setdefault("ResponseMetadata", {})["RetryAttempts"] = attempt - 1
+        if answer.status_code >= 300:
+            error = parsed.get("Error", {})
+            # SQS names its modeled exceptions by the query-compatible code (botocore's
+            # _handle_sqs_compatible_error), and its Error.Code stays the query code.
+            raise self._client.exceptions.from_code(
+                error.get("QueryErrorCode") or error.get("Code"))(parsed, operation)
+        return parsed
+
+    def _parse(self, operation: str, model: Any, answer: _Answer) -> dict[str, Any]:
+        response = {"headers": answer.headers, "status_code": answer.status_code,
+                    "body": answer.body, "context": {"operation_name": operation}}
+        parsed = self._parser.parse(response, model.output_shape)
+        if answer.status_code >= 300:  # botocore's second pass, for modeled error fields
+            shape = model.service_model.shape_for_error_code(parsed.get("Error", {}).get("Code"))
+            if shape is not None:
+                parsed.update(self._parser.parse(response, shape))
+        return parsed
+
+    def _emit_params(self, operation: str, model: Any,
+                     params: dict[str, Any]) -> dict[str, Any]:
+        context = dict(self._context)
+        for response in self._events.emit(f"provide-client-params.{self._event_prefix}."
+                                          f"{operation}", params=params, model=model,
+                                          context=context):
+            if response[1] is not None:
+                params = response[1]
+                break
+        self._events.emit(f"before-parameter-build.{self._event_prefix}.{operation}",
+                          params=params, model=model, context=context)
+        return params
+
+    def _send(self, request: dict[str, Any]) -> _Answer:
+        """One signed attempt on this thread's connection."""
+        if self._credentials is None:
+            raise NoCredentialsError()
+        signed = AWSRequest(method=request["method"], url=self._url, data=request["body"],
+                            headers={**request["headers"], "User-Agent": USER_AGENT})
+        SigV4Auth(self._credentials.get_frozen_credentials(), *self._signing).add_auth(signed)
+        connection = self._connection()
+        try:
+            connection.request(request["method"], self._path, request["body"],
+                               dict(signed.headers.items()))
+            response = connection.getresponse()
+            body = response.read()
+        except (TimeoutError, socket.timeout):
+            self._drop(connection)
+            raise ReadTimeoutError(endpoint_url=self._url) from None
+        except (OSError, http.client.HTTPException) as error:
+            self._drop(connection)
+            raise ConnectionClosedError(endpoint_url=self._url) from error
+        if response.will_close:
+            self._drop(connection)
+        return _Answer(response.status, HeadersDict(response.getheaders()), body)
+
+    # this thread's connection --------------------------------------------------------
+    def _connector(self, url: Any, connect_timeout: float,
+                   ca_bundle: str | bool) -> Callable[[], http.client.HTTPConnection]:
+        host, port = url.hostname, url.port
+        if url.scheme == "https":
+            tls = ssl.create_default_context(
+                cafile=ca_bundle if isinstance(ca_bundle, str) else None)
+            return lambda: http.client.HTTPSConnection(host, port, timeout=connect_timeout,
+                                                       context=tls)
+        return lambda: http.client.HTTPConnection(host, port, timeout=connect_timeout)
+
+    def _connection(self) -> http.client.HTTPConnection:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None and _dropped(connection):
+            self._drop(connection)
+            connection = None
+        if connection is None:
+            connection = self._connect()
+            try:
+                connection.connect()
+            except (TimeoutError, socket.timeout):
+                raise ConnectTimeoutError(endpoint_url=self._url) from None
+            except OSError as error:
+                raise EndpointConnectionError(endpoint_url=self._url) from error
+            connection.sock.settimeout(self._read_timeout)
+            self._local.connection = connection
+        return connection
+
+    def _drop(self, connection: http.client.HTTPConnection) -> None:
+        connection.close()
+        self._local.connection = None
+
+
+def _dropped(connection: http.client.HTTPConnection) -> bool:
+    """Whether an idle kept-alive connection was closed by the server (readable while
+    no request is outstanding: EOF, or bytes no request asked for)."""
+    if connection.sock is None:
+        return True
+    poll = select.poll()
+    poll.register(connection.sock, select.POLLIN)
+    return bool(poll.poll(0))
+
+
+class _Answer:
+    """An HTTP answer as botocore's parser and retry checkers read it."""
+
+    __slots__ = ("status_code", "headers", "body")
+
+    def __init__(self, status_code: int, headers: HeadersDict, body: bytes) -> None:
+        self.status_code = status_code
+        self.headers = headers
+        self.body = body
