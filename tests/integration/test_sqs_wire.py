@@ -1,0 +1,188 @@
+"""The lean path (``runtime.sqs_wire``) against boto3, on both emulators: the same
+results, the same error classes and codes, botocore's retries within the client's
+attempts, botocore's exceptions for a network that fails, and the parameter hooks."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from typing import Any
+
+import botocore.session
+import pytest
+from botocore.config import Config
+from botocore.exceptions import (ClientError, ConnectionClosedError, EndpointConnectionError,
+                                 ReadTimeoutError)
+
+from local_aws.counting_proxy import CountingProxy
+from local_aws.fleet import EMULATOR_KEYS, REGION, sqs_client
+from runtime.sqs_wire import LeanSqs, lean
+
+pytestmark = pytest.mark.integration
+
+ATTEMPTS = 3
+
+
+def clients(endpoint_url: str, **config: Any) -> tuple[Any, LeanSqs]:
+    """A boto3 client and the same client on the lean path (one session, one config)."""
+    session = botocore.session.get_session()
+    session.set_credentials(EMULATOR_KEYS["AWS_ACCESS_KEY_ID"],
+                            EMULATOR_KEYS["AWS_SECRET_ACCESS_KEY"])
+    client = session.create_client("sqs", region_name=REGION, endpoint_url=endpoint_url,
+                                   config=Config(**{"retries": {
+                                       "mode": "standard", "total_max_attempts": ATTEMPTS},
+                                       **config}))
+    wire = lean(client, session.get_credentials())
+    assert isinstance(wire, LeanSqs)
+    return client, wire
+
+
+@pytest.fixture(params=["fauxqs", "moto"])
+def server(request):
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture
+def queue(server) -> str:
+    return sqs_client(server.endpoint_url).create_queue(
+        QueueName=f"w{uuid.uuid4().hex[:10]}")["QueueUrl"]
+
+
+def received(client: Any, url: str) -> dict[str, Any]:
+    return client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                  VisibilityTimeout=30, MessageAttributeNames=["All"],
+                                  MessageSystemAttributeNames=["ApproximateReceiveCount"])
+
+
+def test_a_receive_brings_the_same_messages_as_boto3(server, queue):
+    boto, wire = clients(server.endpoint_url)
+    boto.send_message(QueueUrl=queue, MessageBody="héllo", MessageAttributes={
+        "blob": {"DataType": "Binary", "BinaryValue": b"\x00\xff"},
+        "text": {"DataType": "String", "StringValue": "x"}})
+    first = received(wire, queue)["Messages"]
+    wire.change_message_visibility_batch(QueueUrl=queue, Entries=[
+        {"Id": "0", "ReceiptHandle": first[0]["ReceiptHandle"], "VisibilityTimeout": 0}])
+    second = received(boto, queue)["Messages"]
+
+    def same(message: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in message.items() if k not in ("ReceiptHandle", "Attributes")}
+    assert [same(m) for m in first] == [same(m) for m in second]
+    assert first[0]["MessageAttributes"]["blob"]["BinaryValue"] == b"\x00\xff"  # bytes, as boto
+    assert first[0]["Attributes"] == {"ApproximateReceiveCount": "1"}
+
+
+def test_batch_answers_are_the_same_dicts_as_boto3(server, queue):
+    boto, wire = clients(server.endpoint_url)
+    for body in ("one", "two"):
+        boto.send_message(QueueUrl=queue, MessageBody=body)
+    handles = [m["ReceiptHandle"] for m in received(boto, queue)["Messages"]]
+    assert len(handles) == 2
+    answers = []
+    for client, handle in zip((boto, wire), handles):
+        answer = client.delete_message_batch(QueueUrl=queue, Entries=[
+            {"Id": "ok", "ReceiptHandle": handle}, {"Id": "bad", "ReceiptHandle": "nonsense"}])
+        metadata = answer.pop("ResponseMetadata")
+        assert (metadata["HTTPStatusCode"], metadata["RetryAttempts"]) == (200, 0)
+        answers.append(answer)
+    assert answers[1] == answers[0]
+    assert {"Id": "ok"} in answers[1]["Successful"]
+
+
+@pytest.mark.parametrize("call", [
+    lambda c, url: c.receive_message(QueueUrl=url, WaitTimeSeconds=0),
+    lambda c, url: c.delete_message_batch(QueueUrl=url, Entries=[
+        {"Id": "0", "ReceiptHandle": "h"}]),
+    lambda c, url: c.change_message_visibility_batch(QueueUrl=url, Entries=[
+        {"Id": "0", "ReceiptHandle": "h", "VisibilityTimeout": 0}]),
+], ids=["ReceiveMessage", "DeleteMessageBatch", "ChangeMessageVisibilityBatch"])
+def test_a_missing_queue_raises_what_boto3_raises(server, queue, call):
+    boto, wire = clients(server.endpoint_url)
+    gone = queue + "-gone"
+    errors = []
+    for client in (boto, wire):
+        with pytest.raises(ClientError) as caught:
+            call(client, gone)
+        errors.append(caught.value)
+    assert type(errors[1]) is type(errors[0]) is boto.exceptions.QueueDoesNotExist
+    assert errors[1].response["Error"] == errors[0].response["Error"]
+    assert errors[1].response["Error"]["Code"] == "AWS.SimpleQueueService.NonExistentQueue"
+    assert errors[1].response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_throttling_is_retried_within_the_client_s_attempts(fauxqs):
+    url = sqs_client(fauxqs.endpoint_url).create_queue(QueueName="throttled")["QueueUrl"]
+    with CountingProxy(fauxqs.endpoint_url) as proxy:
+        _boto, wire = clients(proxy.endpoint_url)
+        proxy.inject("ReceiveMessage", ATTEMPTS - 1, 400, "RequestThrottled")
+        answer = wire.receive_message(QueueUrl=url, WaitTimeSeconds=0)
+        assert answer["ResponseMetadata"]["RetryAttempts"] == ATTEMPTS - 1
+        proxy.inject("ReceiveMessage", ATTEMPTS, 400, "RequestThrottled")
+        with pytest.raises(ClientError) as caught:
+            wire.receive_message(QueueUrl=url, WaitTimeSeconds=0)
+        assert caught.value.response["Error"]["Code"] == "RequestThrottled"
+        assert caught.value.response["ResponseMetadata"]["RetryAttempts"] == ATTEMPTS - 1
+        assert proxy.counts()["ReceiveMessage"] == 2 * ATTEMPTS
+
+
+def test_a_denied_call_is_not_retried(fauxqs):
+    url = sqs_client(fauxqs.endpoint_url).create_queue(QueueName="denied")["QueueUrl"]
+    with CountingProxy(fauxqs.endpoint_url) as proxy:
+        boto, wire = clients(proxy.endpoint_url)
+        errors = []
+        for client in (boto, wire):
+            proxy.inject("DeleteMessageBatch", 1, 403, "AccessDenied")
+            with pytest.raises(ClientError) as caught:
+                client.delete_message_batch(QueueUrl=url, Entries=[{"Id": "0",
+                                                                    "ReceiptHandle": "h"}])
+            errors.append(caught.value)
+        assert errors[1].response["Error"] == errors[0].response["Error"]
+        assert proxy.counts()["DeleteMessageBatch"] == 2  # one each
+
+
+def test_a_reset_connection_is_retried_and_then_raises_botocore_s_error(fauxqs):
+    url = sqs_client(fauxqs.endpoint_url).create_queue(QueueName="resets")["QueueUrl"]
+    with CountingProxy(fauxqs.endpoint_url) as proxy:
+        _boto, wire = clients(proxy.endpoint_url)
+        proxy.inject_reset("ReceiveMessage", 1)
+        assert wire.receive_message(QueueUrl=url, WaitTimeSeconds=0)[
+            "ResponseMetadata"]["RetryAttempts"] == 1
+        proxy.inject_reset("ReceiveMessage", ATTEMPTS)
+        with pytest.raises(ConnectionClosedError):
+            wire.receive_message(QueueUrl=url, WaitTimeSeconds=0)
+        assert wire.receive_message(QueueUrl=url, WaitTimeSeconds=0)  # a new connection
+
+
+def test_an_answer_later_than_the_read_timeout_raises_botocore_s_error(fauxqs):
+    url = sqs_client(fauxqs.endpoint_url).create_queue(QueueName="stalls")["QueueUrl"]
+    with CountingProxy(fauxqs.endpoint_url) as proxy:
+        _boto, wire = clients(proxy.endpoint_url, read_timeout=1)
+        proxy.inject_stall("ReceiveMessage", ATTEMPTS, 3)
+        with pytest.raises(ReadTimeoutError):
+            wire.receive_message(QueueUrl=url, WaitTimeSeconds=0)
+        assert proxy.faulted() == {"stall": ATTEMPTS}
+
+
+def test_an_endpoint_nobody_listens_on_raises_botocore_s_error():
+    with socket.socket() as free:
+        free.bind(("localhost", 0))
+        port = free.getsockname()[1]
+    _boto, wire = clients(f"http://localhost:{port}", connect_timeout=1)
+    with pytest.raises(EndpointConnectionError):
+        wire.receive_message(QueueUrl=f"http://localhost:{port}/1/q", WaitTimeSeconds=0)
+
+
+def test_parameter_hooks_see_change_and_fail_calls_as_with_boto3(server, queue):
+    boto, wire = clients(server.endpoint_url)
+    seen: list[dict[str, Any]] = []
+    boto.meta.events.register("before-parameter-build.sqs.ReceiveMessage",
+                              lambda params, **_k: seen.append(dict(params)))
+    boto.meta.events.register("provide-client-params.sqs.ReceiveMessage",
+                              lambda params, **_k: {**params, "WaitTimeSeconds": 0})
+    wire.receive_message(QueueUrl=queue, WaitTimeSeconds=20)  # answered at once: changed
+    assert seen == [{"QueueUrl": queue, "WaitTimeSeconds": 0}]
+
+    def refuse(**_kwargs):
+        raise RuntimeError("refused by a hook")
+    boto.meta.events.register("before-parameter-build.sqs.DeleteMessageBatch", refuse)
+    with pytest.raises(RuntimeError, match="refused by a hook"):
+        wire.delete_message_batch(QueueUrl=queue, Entries=[{"Id": "0", "ReceiptHandle": "h"}])

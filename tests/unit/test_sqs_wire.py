@@ -1,0 +1,83 @@
+"""When the lean path stands aside for boto3, and how it tells a connection the
+server closed from one it may reuse."""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import socket
+
+import botocore.session
+import pytest
+from botocore.config import Config
+from botocore.exceptions import NoCredentialsError
+
+from runtime.sqs_wire import LeanSqs, _dropped, lean, unsupported
+
+STANDARD = {"mode": "standard", "total_max_attempts": 3}
+
+
+def client(endpoint_url: str = "https://sqs.eu-west-1.amazonaws.com", **config):
+    session = botocore.session.get_session()
+    session.set_credentials("key", "secret")
+    return session.create_client("sqs", region_name="eu-west-1", endpoint_url=endpoint_url,
+                                 config=Config(**{"retries": STANDARD, **config}))
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_variables(monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY",
+                 "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_a_plain_endpoint_takes_the_lean_path():
+    assert unsupported(client()) is None
+    assert unsupported(client("http://localhost:4566")) is None
+    assert isinstance(lean(client(), None), LeanSqs)
+
+
+@pytest.mark.parametrize("config, reason", [
+    ({"proxies": {"https": "http://proxy.internal:3128"}}, "client-config proxies"),
+    ({"client_cert": "/etc/kit/client.pem"}, "a client certificate"),
+    ({"retries": {"mode": "adaptive"}}, "retry mode 'adaptive'"),
+    ({"retries": {"mode": "legacy", "max_attempts": 4}}, "retry mode 'legacy'"),
+], ids=["proxies", "client-cert", "adaptive", "legacy"])
+def test_what_botocore_does_differently_stays_with_boto3(config, reason, caplog):
+    plain = client(**config)
+    assert unsupported(plain) == reason
+    with caplog.at_level(logging.INFO, logger="runtime.sqs_wire"):
+        assert lean(plain, None) is plain
+    assert f"SQS calls go through boto3 only ({reason})" in caplog.text
+
+
+def test_a_proxy_from_the_environment_stays_with_boto3_unless_bypassed(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert unsupported(client()) == "HTTPS_PROXY"
+    monkeypatch.setenv("NO_PROXY", ".amazonaws.com")
+    assert unsupported(client()) is None
+
+
+def test_a_call_without_credentials_fails_as_boto3_s_does():
+    wire = lean(client("http://localhost:9"), None)
+    with pytest.raises(NoCredentialsError):
+        wire.receive_message(QueueUrl="http://localhost:9/1/q")
+
+
+def test_other_calls_are_the_boto3_client_s():
+    plain = client()
+    wire = lean(plain, None)
+    assert wire.send_message == plain.send_message
+    assert wire.meta is plain.meta
+
+
+def test_a_connection_the_server_closed_is_not_reused():
+    ours, theirs = socket.socketpair()
+    connection = http.client.HTTPConnection("localhost")
+    connection.sock = ours
+    assert not _dropped(connection)  # idle and open: reusable
+    theirs.close()
+    assert _dropped(connection)  # EOF waiting: the server hung up
+    connection.sock = None
+    assert _dropped(connection)
+    ours.close()
