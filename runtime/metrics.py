@@ -147,14 +147,22 @@ class Recorder:
 
     def count(self, queue: str, name: str, n: int = 1, kind: str | None = None) -> None:
         with self._lock:
-            window = self._windows.setdefault(queue, _Window())
+            window = self._window(queue)
             window.counts[name] += n
             if kind is not None:
                 window.kinds.setdefault(name, Counter())[kind] += n
 
     def runtime(self, queue: str, seconds: float) -> None:
         with self._lock:
-            self._windows.setdefault(queue, _Window()).runtimes.append(seconds)
+            self._window(queue).runtimes.append(seconds)
+
+    def _window(self, queue: str) -> _Window:
+        """The queue's window (under the lock), made only when missing: this runs for
+        every task, and ``setdefault`` would build a throwaway one each time."""
+        window = self._windows.get(queue)
+        if window is None:
+            window = self._windows[queue] = _Window()
+        return window
 
     def lines(self) -> list[str]:
         """One EMF line per queue for the interval that ends now, which starts the next."""
