@@ -29,7 +29,7 @@ working, so a window of just the prefetch count caps a worker at about
 window / (round trip + the time to run a batch) messages a second: at 15 ms a
 request, a window of 20 runs a fast pool at under half its speed. The window is
 therefore the prefetch count plus what the worker gets through in one receive
-round trip (the rate it is being delivered messages, decaying over about a
+round trip (the rate it is being delivered messages, decaying over a quarter of a
 second, times the duration of a full receive: one that found a batch waiting, so
 it measures the wire and not a long poll's wait), at most the prefetch count
 again. Slow tasks make that rate small and the window stays the prefetch count,
@@ -49,7 +49,7 @@ from collections.abc import Callable
 from typing import Any
 
 SQS_MAX_MESSAGES = 10
-RATE_MEMORY = 1.0
+RATE_MEMORY = 0.25
 """Seconds over which the delivery rate decays (to ``1/e``)."""
 ROUND_TRIP_WEIGHT = 0.2
 """Weight of the newest full receive in the round trip's moving average."""
