@@ -14,10 +14,12 @@ header), signed by ``SigV4Auth`` with the client's own credentials (refreshing o
 refresh as they would), and the answer parsed by botocore's parser, so a result is
 the same dict and an error the same modeled ``ClientError`` class with the same
 ``Error.Code`` (SQS's query codes such as ``AWS.SimpleQueueService.NonExistentQueue``).
-Failures are retried by botocore's standard retry conditions and backoff within the
-client's ``total_max_attempts``; a connection that cannot be made, is closed or
+Parameters are validated, as by boto3's default (a ``client-config`` that turns
+validation off is not followed here: botocore does not expose it). Failures
+are retried by botocore's standard retry conditions and backoff (throttling on a
+1 s base, the rest on 50 ms) within the client's ``total_max_attempts``; a connection that cannot be made, is closed or
 times out raises botocore's own ``EndpointConnectionError``, ``ConnectTimeoutError``,
-``ConnectionClosedError`` or ``ReadTimeoutError``, after the client's
+``ConnectionClosedError``, ``ReadTimeoutError`` or ``SSLError``, after the client's
 ``connect_timeout`` and ``read_timeout``. botocore's parameter events
 (``provide-client-params``, ``before-parameter-build``) are emitted as boto3 emits
 them, so a hook that reads or changes a call's parameters, or fails it, still works.
@@ -26,12 +28,15 @@ What is different: each thread keeps one persistent ``http.client`` connection
 (checked before reuse, as urllib3 does, so a connection the server closed is
 replaced rather than failing a call); the request-level events (``before-sign``,
 ``before-send``, ``after-call``) are not emitted; there is no retry quota (the
-lanes and the receive loop back off on their own once a call's attempts fail).
+lanes and the receive loop back off on their own once a call's attempts fail); an
+answer cut short is retried (botocore may parse it as an empty result); tracing
+that patches ``_make_api_call`` or listens on ``before-send`` does not see these calls.
 
 Every other call goes to the boto3 client unchanged, and so does every call of a
 client this path could not serve as botocore would: a proxy (``client-config``
-``proxies`` or ``HTTP(S)_PROXY``), a client certificate, a retry mode other than
-``standard``, or an endpoint that is not ``http``/``https``.
+``proxies`` or ``HTTP(S)_PROXY``), a client certificate, a signature version other
+than SigV4, a retry mode other than ``standard``, or an endpoint that is not
+``http``/``https``.
 """
 
 from __future__ import annotations
@@ -57,10 +62,12 @@ from botocore.exceptions import (ConnectionClosedError, ConnectTimeoutError,
                                  EndpointConnectionError, HTTPClientError, NoCredentialsError,
                                  ReadTimeoutError)
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
+from botocore.exceptions import SSLError as BotocoreSSLError
 from botocore.httpsession import get_cert_path
 from botocore.parsers import create_parser
-from botocore.retries.standard import (ExponentialBackoff, RetryContext, RetryPolicy,
-                                       StandardRetryConditions)
+from botocore.retries.standard import (ExponentialBackoff, RetryContext, RetryEventAdapter,
+                                       RetryPolicy, StandardRetryConditions,
+                                       ThrottlingErrorDetector)
 from botocore.serialize import create_serializer
 
 logger = logging.getLogger(__name__)
@@ -84,6 +91,8 @@ def unsupported(client: BaseClient) -> str | None:
         return f"{url.scheme.upper()}_PROXY"
     if config.client_cert:
         return "a client certificate"
+    if config.signature_version not in (None, "v4"):
+        return f"signature version {config.signature_version!r}"
     mode = (config.retries or {}).get("mode", "legacy")
     if mode != "standard":
         return f"retry mode {mode!r}"
@@ -117,13 +126,14 @@ class LeanSqs:
         self._events = meta.events
         self._event_prefix = model.service_id.hyphenize()
         self._context = {"client_region": meta.region_name, "client_config": meta.config}
-        self._serializer = create_serializer(model.resolved_protocol, include_validation=False)
+        self._serializer = create_serializer(model.resolved_protocol, include_validation=True)
         self._parser = create_parser(model.resolved_protocol)
         self._signing = (model.signing_name, meta.region_name)
         attempts = (meta.config.retries or {}).get("total_max_attempts")
         self._retry = RetryPolicy(
             StandardRetryConditions(**({} if attempts is None else {"max_attempts": attempts})),
-            ExponentialBackoff(service_name=self._event_prefix))
+            ExponentialBackoff(service_name=self._event_prefix,  # throttling: a 1 s base
+                               throttling_detector=ThrottlingErrorDetector(RetryEventAdapter())))
         self._url = meta.endpoint_url
         url = urlsplit(self._url)
         self._path = url.path or "/"
@@ -165,6 +175,9 @@ class LeanSqs:
                                    parsed_response=parsed, http_response=answer,
                                    caught_exception=caught)
             if not self._retry.should_retry(context):
+                if parsed is not None:  # MaxAttemptsReached, as botocore reports it
+                    parsed.setdefault("ResponseMetadata", {}).update(
+                        context.get_retry_metadata())
                 break
             time.sleep(self._retry.compute_retry_delay(context))
         if caught is not None:
@@ -217,9 +230,15 @@ class LeanSqs:
         except (TimeoutError, socket.timeout):
             self._drop(connection)
             raise ReadTimeoutError(endpoint_url=self._url) from None
+        except ssl.SSLError as error:
+            self._drop(connection)
+            raise BotocoreSSLError(endpoint_url=self._url, error=error) from error
         except (OSError, http.client.HTTPException) as error:
             self._drop(connection)
             raise ConnectionClosedError(endpoint_url=self._url) from error
+        except BaseException:  # interrupted mid-exchange: never reuse a half-read connection
+            self._drop(connection)
+            raise
         if response.will_close:
             self._drop(connection)
         return _Answer(response.status, HeadersDict(response.getheaders()), body)
@@ -246,6 +265,8 @@ class LeanSqs:
                 connection.connect()
             except (TimeoutError, socket.timeout):
                 raise ConnectTimeoutError(endpoint_url=self._url) from None
+            except ssl.SSLError as error:
+                raise BotocoreSSLError(endpoint_url=self._url, error=error) from error
             except OSError as error:
                 raise EndpointConnectionError(endpoint_url=self._url) from error
             connection.sock.settimeout(self._read_timeout)

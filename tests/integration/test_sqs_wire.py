@@ -120,7 +120,9 @@ def test_throttling_is_retried_within_the_client_s_attempts(fauxqs):
         with pytest.raises(ClientError) as caught:
             wire.receive_message(QueueUrl=url, WaitTimeSeconds=0)
         assert caught.value.response["Error"]["Code"] == "RequestThrottled"
-        assert caught.value.response["ResponseMetadata"]["RetryAttempts"] == ATTEMPTS - 1
+        metadata = caught.value.response["ResponseMetadata"]
+        assert (metadata["RetryAttempts"], metadata["MaxAttemptsReached"]) == (ATTEMPTS - 1, True)
+        assert "reached max retries: 2" in str(caught.value)
         assert proxy.counts()["ReceiveMessage"] == 2 * ATTEMPTS
 
 
