@@ -29,12 +29,16 @@ working, so a window of just the prefetch count caps a worker at about
 window / (round trip + the time to run a batch) messages a second: at 15 ms a
 request, a window of 20 runs a fast pool at under half its speed. The window is
 therefore the prefetch count plus what the worker gets through in one receive
-round trip (the rate it is being delivered messages, decaying over a quarter of a
-second, times the duration of a full receive: one that found a batch waiting, so
-it measures the wire and not a long poll's wait), at most the prefetch count
-again. Slow tasks make that rate small and the window stays the prefetch count,
-so a worker running long tasks holds back no more from the others than Celery's
-own setting says; an idle worker's rate decays to nothing.
+round trip: the rate it is being delivered messages (decaying over a quarter of a
+second) times the round trip, at most the prefetch count again and at most what
+the receives in flight can bring (``max_in_flight`` x 10, so Celery widening the
+window for held ETA tasks does not widen this). The round trip is a moving average
+of the durations of receives, timed on their own thread, that started while the
+queue was busy and came back full (so a batch was waiting: a long poll that waited
+for messages is not a round trip), and that took under ``MAX_ROUND_TRIP``. Slow
+tasks make the rate small and the window stays the prefetch count, so a worker
+running long tasks holds back no more from the others than Celery's own setting
+says; an idle worker's rate decays to nothing.
 
 Every decision runs on the hub thread; other threads only ask for one through
 ``wake``, which runs a callback on the hub thread and wakes it.
@@ -53,6 +57,8 @@ RATE_MEMORY = 0.25
 """Seconds over which the delivery rate decays (to ``1/e``)."""
 ROUND_TRIP_WEIGHT = 0.2
 """Weight of the newest full receive in the round trip's moving average."""
+MAX_ROUND_TRIP = 1.0
+"""Seconds; a receive that took longer waited or was retried, and is not a sample."""
 
 
 class ReceiveWindow:
@@ -73,13 +79,13 @@ class ReceiveWindow:
         self.max_in_flight = max_in_flight
         self._parked: set[str] = set()
         self._wanting: set[str] = set()  # busy, with fewer receives in flight than allowed
-        # per queue, the receives in flight: (messages asked for, monotonic start)
-        self._asked: dict[str, list[tuple[int, float]]] = {}
+        # per queue, the receives in flight: (messages asked for, started while busy)
+        self._asked: dict[str, list[tuple[int, bool]]] = {}
         self._busy: set[str] = set()
         self._timer: Any = None
         self._hub_thread: int | None = None
         self.round_trip: float | None = None
-        """Moving average of full receives' durations, seconds (``None``: none yet)."""
+        """Moving average of busy full receives' durations, seconds (``None``: none yet)."""
         self._recent = 0.0  # messages delivered, decaying with RATE_MEMORY
         self._recent_at = clock()
 
@@ -99,15 +105,15 @@ class ReceiveWindow:
                 return
             self._start(queue, count)
 
-    def received(self, queue: str, asked: int, got: int) -> None:
-        """A receive of ``queue`` that asked for ``asked`` messages brought ``got``."""
+    def received(self, queue: str, asked: int, got: int, took: float) -> None:
+        """A receive of ``queue`` that asked for ``asked`` messages brought ``got`` in
+        ``took`` seconds (timed around the request itself)."""
         now = self._clock()
         in_flight = self._asked.get(queue, [])
         started = next((entry for entry in in_flight if entry[0] == asked), None)
         if started is not None:
             in_flight.remove(started)
-            if got == asked:
-                took = now - started[1]
+            if started[1] and got == asked and took < MAX_ROUND_TRIP:
                 self.round_trip = took if self.round_trip is None else \
                     self.round_trip + ROUND_TRIP_WEIGHT * (took - self.round_trip)
         self._recent = self._recent_now(now) + got
@@ -168,7 +174,7 @@ class ReceiveWindow:
             self.schedule(queue)
 
     def _start(self, queue: str, count: int) -> None:
-        self._asked.setdefault(queue, []).append((count, self._clock()))
+        self._asked.setdefault(queue, []).append((count, queue in self._busy))
         self._receive(queue, count)
 
     def _recent_now(self, now: float) -> float:
@@ -179,7 +185,8 @@ class ReceiveWindow:
         if self.round_trip is None or not self._qos.prefetch_count:
             return 0
         rate = self._recent_now(self._clock()) / RATE_MEMORY
-        return min(self._qos.prefetch_count, int(rate * self.round_trip))
+        return min(self._qos.prefetch_count, self.max_in_flight * SQS_MAX_MESSAGES,
+                   int(rate * self.round_trip))
 
     def _free_slots(self) -> int | None:
         """Slots of the window not taken by delivered messages (``None``: no limit)."""

@@ -41,6 +41,7 @@ than SigV4, a retry mode other than ``standard``, or an endpoint that is not
 
 from __future__ import annotations
 
+import functools
 import http.client
 import logging
 import select
@@ -248,10 +249,9 @@ class LeanSqs:
                    ca_bundle: str | bool) -> Callable[[], http.client.HTTPConnection]:
         host, port = url.hostname, url.port
         if url.scheme == "https":
-            tls = ssl.create_default_context(
-                cafile=ca_bundle if isinstance(ca_bundle, str) else None)
+            cafile = ca_bundle if isinstance(ca_bundle, str) else None
             return lambda: http.client.HTTPSConnection(host, port, timeout=connect_timeout,
-                                                       context=tls)
+                                                       context=_tls_context(cafile))
         return lambda: http.client.HTTPConnection(host, port, timeout=connect_timeout)
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -276,6 +276,13 @@ class LeanSqs:
     def _drop(self, connection: http.client.HTTPConnection) -> None:
         connection.close()
         self._local.connection = None
+
+
+@functools.cache
+def _tls_context(cafile: str | None) -> ssl.SSLContext:
+    """One context per CA bundle (loading a bundle takes tens of milliseconds),
+    made on the first connection, not with each client."""
+    return ssl.create_default_context(cafile=cafile)
 
 
 def _dropped(connection: http.client.HTTPConnection) -> bool:

@@ -437,9 +437,18 @@ class Channel(SQS.Channel):
     def _get_async(self, queue: str, count: int = 1, callback: Any = None) -> Any:
         q_url = self._new_queue(queue)
         qname = self.canonical_queue_name(queue)
+        took = [0.0]  # the request's own duration, for the window's round trip
+
+        def receive() -> list[dict[str, Any]]:
+            started = time.monotonic()
+            try:
+                return self._receive(qname, q_url, count)
+            finally:
+                took[0] = time.monotonic() - started
         self.receiver.submit(
-            qname, lambda: self._receive(qname, q_url, count),
-            lambda result: self._on_received(queue, qname, q_url, count, result, callback),
+            qname, receive,
+            lambda result: self._on_received(queue, qname, q_url, count, result, callback,
+                                             took[0]),
             lambda result: self._give_back(q_url, qname, result))
         return callback
 
@@ -462,9 +471,9 @@ class Channel(SQS.Channel):
             self.lane(q_url, qname).release([m["ReceiptHandle"] for m in result])
 
     def _on_received(self, queue: str, qname: str, q_url: str, asked: int, result: Any,
-                     callback: Any) -> None:
+                     callback: Any, took: float = 0.0) -> None:
         got = 0 if isinstance(result, BaseException) else len(result)
-        self.receive_window.received(queue, asked, got)
+        self.receive_window.received(queue, asked, got, took)
         if isinstance(result, BaseException):
             self._on_receive_error(qname, result, callback)
             return

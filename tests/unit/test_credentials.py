@@ -119,7 +119,7 @@ def test_a_slow_sts_for_one_role_does_not_hold_up_another_role_or_the_default_ch
     took = time.monotonic() - started
     release.set()
     slow.join()
-    assert took < 0.5
+    assert took < 5  # the slow role's STS answers after 10 s
 
 
 def test_a_role_whose_sts_is_down_is_asked_again_only_after_a_backoff():

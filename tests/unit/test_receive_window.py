@@ -1,6 +1,7 @@
 """The receive window covers the round trip: a fast worker may hold the prefetch
 count plus what it runs in one full receive's round trip (at most the prefetch count
-again); slow tasks, idling and long polls' waits add nothing."""
+again, and what the receives in flight can bring); slow tasks, idling, long polls'
+waits and slow or retried receives add nothing."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def run_for(window: ReceiveWindow, clock: Clock, *, seconds: float, rate: float,
     for _ in range(int(seconds * rate / 10)):
         window._start(QUEUE, 10)
         clock.now += round_trip
-        window.received(QUEUE, 10, 10)
+        window.received(QUEUE, 10, 10, round_trip)
         clock.now += 10 / rate - round_trip
 
 
@@ -85,13 +86,30 @@ def test_an_idle_worker_s_window_shrinks_back_to_the_prefetch_count(clock):
     assert window.lookahead() == 0
 
 
-def test_a_long_poll_s_wait_is_not_taken_for_a_round_trip(clock):
+@pytest.mark.parametrize("got", [3, 10], ids=["some", "a full batch"])
+def test_a_long_poll_s_wait_is_not_taken_for_a_round_trip(clock, got):
     window = window_of(Window(prefetch_count=20), clock, [])
-    window._start(QUEUE, 10)
-    clock.now += 19
-    window.received(QUEUE, 10, 3)  # messages arrived during the wait
+    window._start(QUEUE, 10)  # the queue was idle: a long poll
+    clock.now += 0.4
+    window.received(QUEUE, 10, got, 0.4)  # messages arrived during the wait
     assert window.round_trip is None
     assert window.lookahead() == 0
+
+
+def test_a_slow_or_retried_receive_is_not_taken_for_a_round_trip(clock):
+    window = window_of(Window(prefetch_count=20), clock, [])
+    run_for(window, clock, seconds=1, rate=1000, round_trip=0.015)
+    window._start(QUEUE, 10)
+    window.received(QUEUE, 10, 10, 3.5)  # botocore retried it after a read timeout
+    assert window.round_trip == pytest.approx(0.015)
+
+
+def test_a_window_widened_for_eta_tasks_does_not_widen_the_lookahead(clock):
+    qos = Window(prefetch_count=20)
+    window = window_of(qos, clock, [])
+    run_for(window, clock, seconds=5, rate=1000, round_trip=0.08)
+    qos.prefetch_count = 1020  # Celery holds 1000 ETA tasks
+    assert window.lookahead() == 40  # what 4 receives in flight can bring
 
 
 def test_a_busy_queue_receives_into_the_lookahead_beyond_the_prefetch_count(clock):

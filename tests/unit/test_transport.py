@@ -168,7 +168,7 @@ def test_a_busy_queue_keeps_several_full_receives_in_flight_within_the_window(ch
     channel.basic_qos(prefetch_count=30)
     channel._schedule_queue(QUEUE)
     assert channel.receives == [10]  # not known to be busy yet: one receive
-    channel.receive_window.received(QUEUE, 10, 10)  # it came back full
+    channel.receive_window.received(QUEUE, 10, 10, 0.01)  # it came back full
     for i in range(10):
         channel.qos.append(Delivered(), f"got-{i}")
     channel._schedule_queue(QUEUE)
@@ -178,14 +178,14 @@ def test_a_busy_queue_keeps_several_full_receives_in_flight_within_the_window(ch
 def test_an_idle_queue_keeps_one_receive_in_flight(channel):
     channel.basic_qos(prefetch_count=40)
     channel._schedule_queue(QUEUE)
-    channel.receive_window.received(QUEUE, 10, 0)  # an empty long poll
+    channel.receive_window.received(QUEUE, 10, 0, 20.0)  # an empty long poll
     channel._schedule_queue(QUEUE)
     assert channel.receives == [10, 10]  # one at a time, however wide the window
 
 
 def test_receives_in_flight_count_against_the_window(channel):
     channel.basic_qos(prefetch_count=20)
-    channel.receive_window.received(QUEUE, 0, 10)  # busy
+    channel.receive_window.received(QUEUE, 0, 10, 0.01)  # busy
     channel._schedule_queue(QUEUE)
     assert channel.receives == [10, 10]
     channel._schedule_queue(QUEUE)  # nothing came back yet: no room for a third
@@ -195,7 +195,7 @@ def test_receives_in_flight_count_against_the_window(channel):
 def test_acks_start_another_receive_for_a_busy_queue_without_waiting_for_one_to_return(
         channel):
     tags = hold(channel, 10, prefetch=20)
-    channel.receive_window.received(QUEUE, 0, 10)  # busy
+    channel.receive_window.received(QUEUE, 0, 10, 0.01)  # busy
     channel._schedule_queue(QUEUE)
     assert channel.receives == [10]  # 10 delivered + 10 asked for: the window is full
     for tag in tags:
