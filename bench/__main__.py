@@ -5,7 +5,8 @@ Rows: each transport and pool publishing one task per request; the bundled
 transport publishing in batches (``runtime.publishing``); and, with
 ``--delay-ms``, stock (tuned) and the kit consuming through a proxy that adds that
 delay to every request, as real SQS's 5 to 20 ms would. Throughput is run
-``--runs`` times per row and reported as the median and range."""
+``--runs`` times per row, interleaved across a pool's rows, and reported as the
+median and range."""
 
 from __future__ import annotations
 
@@ -64,13 +65,11 @@ def main(argv: list[str] | None = None) -> int:
             settings += [Setting.of(v, pool, args.concurrency, request_delay_ms=args.delay_ms,
                                     **window)
                          for v in variants if v in ("stock-tuned", "kit")]
-        for i, setting in enumerate(settings):
-            print(f"{setting.name}:", flush=True)
-            figures = measure(setting, work / f"{pool}-{i}", tasks=args.tasks,
-                              counted_tasks=args.counted_tasks,
-                              latency_tasks=args.latency_tasks, idle_seconds=args.idle_seconds,
-                              runs=args.runs, log=lambda m: print(m, flush=True))
-            results.append(figures.as_result())
+        print(f"{pool}: {', '.join(setting.name for setting in settings)}", flush=True)
+        results += [figures.as_result() for figures in measure(
+            settings, work / pool, tasks=args.tasks, counted_tasks=args.counted_tasks,
+            latency_tasks=args.latency_tasks, idle_seconds=args.idle_seconds, runs=args.runs,
+            log=lambda m: print(m, flush=True))]
     print_table(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

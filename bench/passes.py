@@ -249,28 +249,40 @@ def _rounded(value: float | None, digits: int) -> float | int | None:
     return None if value is None else round(value, digits or None)
 
 
-def measure(setting: Setting, work: Path, *, tasks: int, counted_tasks: int,
-            latency_tasks: int, idle_seconds: float, runs: int, log=print) -> Figures:
-    """Every pass for a base row; what batching changes for a batch-publishing row
-    (publishing rate, requests); throughput and requests for a delayed row."""
-    figures = Figures(setting, tasks=tasks, counted_tasks=counted_tasks)
-    name = setting.name
-    delayed = setting.request_delay_ms > 0
-    if setting.publish_mode == SINGLE or delayed:
-        for run in range(runs):
-            throughput(setting, work / f"throughput-{run}", figures, log)
-    if delayed:
-        return figures  # the delaying proxy counted this row's requests
+def measure(settings: list[Setting], work: Path, *, tasks: int, counted_tasks: int,
+            latency_tasks: int, idle_seconds: float, runs: int, log=print) -> list[Figures]:
+    """Every pass of each setting, the throughput runs interleaved: run 1 of every
+    setting, then run 2 of every setting, and so on, so that the machine's drift
+    (this VM's throughput moves by a quarter between hours) reaches every setting
+    alike and their medians compare. Then, setting by setting: latency, requests and
+    idle for a base row; what batching changes for a batch-publishing row (publishing
+    rate, requests); nothing more for a delayed row (its proxy counted its requests)."""
+    all_figures = [Figures(s, tasks=tasks, counted_tasks=counted_tasks) for s in settings]
+    for run in range(runs):
+        for i, figures in enumerate(all_figures):
+            setting = figures.setting
+            if setting.publish_mode == SINGLE or setting.request_delay_ms > 0:
+                throughput(setting, work / str(i) / f"throughput-{run}", figures, log)
+    for i, figures in enumerate(all_figures):
+        if figures.setting.request_delay_ms == 0:
+            _counted_passes(figures, work / str(i), latency_tasks=latency_tasks,
+                            idle_seconds=idle_seconds, log=log)
+    return all_figures
+
+
+def _counted_passes(figures: Figures, work: Path, *, latency_tasks: int, idle_seconds: float,
+                    log) -> None:
+    setting = figures.setting
     if setting.publish_mode == BATCH:
         with Stage(work / "publish", setting) as stage:
-            figures.publish_per_s = tasks / stage.publish(tasks, stage.server.endpoint_url)
-        log(f"  {name}: publishing {figures.publish_per_s:.1f} tasks/s")
+            figures.publish_per_s = figures.tasks / stage.publish(figures.tasks,
+                                                                  stage.server.endpoint_url)
+        log(f"  {setting.name}: publishing {figures.publish_per_s:.1f} tasks/s")
     else:
         latency(setting, work / "latency", figures, latency_tasks, log)
     requests(setting, work / "requests", figures, log)
     if setting.publish_mode == SINGLE:
         idle(setting, work / "idle", figures, idle_seconds, log)
-    return figures
 
 
 def throughput(setting: Setting, work: Path, figures: Figures, log) -> None:
