@@ -73,9 +73,7 @@ from botocore.serialize import create_serializer
 
 logger = logging.getLogger(__name__)
 
-OPERATIONS = {"receive_message": "ReceiveMessage",
-              "delete_message_batch": "DeleteMessageBatch",
-              "change_message_visibility_batch": "ChangeMessageVisibilityBatch"}
+OPERATIONS = ("ReceiveMessage", "DeleteMessageBatch", "ChangeMessageVisibilityBatch")
 USER_AGENT = f"celery-sqs-kit Botocore/{botocore.__version__}"
 
 
@@ -123,7 +121,7 @@ class LeanSqs:
         self._credentials = credentials
         meta = client.meta
         model = meta.service_model
-        self._models = {name: model.operation_model(name) for name in OPERATIONS.values()}
+        self._models = {name: model.operation_model(name) for name in OPERATIONS}
         self._events = meta.events
         self._event_prefix = model.service_id.hyphenize()
         self._context = {"client_region": meta.region_name, "client_config": meta.config}

@@ -55,7 +55,8 @@ Receive loop
     most ``receive_batch_wait`` seconds (default ``0.1``) for the rest. A busy
     queue keeps up to ``receives_in_flight`` (default 4) receives on the wire, and
     a fast worker's window grows past the prefetch count by what it runs in one
-    receive round trip (at most the prefetch count again), so 5 to 20 ms a request
+    receive round trip (at most the prefetch count again, and at most what the
+    receives in flight can bring), so 5 to 20 ms a request
     does not idle its pool; slow tasks keep it at the prefetch count
     (``runtime.receive_window``). Consumers without Celery's event loop (gevent,
     eventlet, plain kombu ``drain_events``) receive on their own thread with the
