@@ -10,6 +10,11 @@ import re
 MAX_VISIBILITY_TIMEOUT = 43_200
 """SQS: a visibility timeout is 0..12 hours; so is a task's time limit and countdown here."""
 MAX_COUNTDOWN = MAX_VISIBILITY_TIMEOUT
+MAX_ETA_SECONDS = 30 * 86_400
+"""The furthest ahead a task may be due on the bundled transport (30 days): a task due
+later goes to its queue's DLQ with its reason instead of being parked for ever (each park
+is a new message, so retention, the receive count and the age alarm never see it), and a
+revocation lasts at least this long, so it outlives any task it can name."""
 MAX_WAIT_TIME = 20
 VISIBILITY_MARGIN_SECONDS = 60
 """Slack between a task's hard time limit and its message becoming visible again (the
