@@ -5,10 +5,11 @@ Stock kombu receives as soon as one prefetch slot is free, so a busy worker make
 receives of 2 or 3 messages, and while the window is full it re-schedules its
 receive on every pass of the event loop, spinning. Here a queue receives when a
 batch's worth of slots is free: 10 (SQS's maximum), or half the prefetch window
-when that is smaller. For a queue's extra receives, slots already asked for by
-receives in flight count as taken, so several receives in flight never bring
-more than the window (a queue's first receive, as stock's only one, may pass it
-by a batch, so queues sharing a window never starve each other).
+when that is smaller. For a queue's extra receives, slots already asked for by its
+own receives in flight and by busy queues' count as taken, so several receives in
+flight never bring more than the window (a queue's first receive, as stock's only
+one, may pass it by a batch, so queues sharing a window never starve each other;
+an idle queue's long poll is such a first receive, and takes no busy queue's room).
 
 A busy queue (its last receive brought messages) keeps up to ``max_in_flight``
 receives on the wire at once, as many as the free slots allow (acks that free a
@@ -199,11 +200,15 @@ class ReceiveWindow:
         """Free slots for ``queue``'s next receive (``None``: no limit). A queue's
         first receive counts only what was delivered, so queues sharing the window
         each get their turn (as with stock, one batch per queue may pass the window);
-        its extra receives also count everything asked for by receives in flight."""
+        its extra receives also count what is asked for by its own receives in flight
+        and by busy queues'. An idle queue's long poll is that queue's first receive,
+        the one allowed to pass the window: counted, 3 idle queues' polls would take a
+        window of 20 and leave a busy queue one receive in flight."""
         free = self._free_slots()
         if free is None or not self._asked.get(queue):
             return free
-        return free - sum(count for receives in self._asked.values() for count, _ in receives)
+        return free - sum(count for other, receives in self._asked.items()
+                          if other == queue or other in self._busy for count, _ in receives)
 
     def _room(self, queue: str) -> int | None:
         """How many messages ``queue``'s next receive may ask for, or ``None`` when a

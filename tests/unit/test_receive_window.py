@@ -127,3 +127,33 @@ def test_without_a_prefetch_limit_there_is_no_lookahead(clock):
     window = window_of(Window(prefetch_count=0), clock, [])
     run_for(window, clock, seconds=5, rate=1000, round_trip=0.015)
     assert window.lookahead() == 0
+
+
+def most_in_flight(idle_queues: int, clock: Clock) -> int:
+    """Run a busy queue through the window's own scheduling for 2 s (receives of 15 ms
+    that come back full, tasks acked at once) beside ``idle_queues`` queues whose long
+    polls stay on the wire; the most receives the busy queue had in flight at once."""
+    qos = Window(prefetch_count=20)
+    wire: list[tuple[str, int, float]] = []  # receives in flight: queue, asked, started at
+    window = ReceiveWindow(qos, Hub(),
+                           receive=lambda queue, count: wire.append((queue, count, clock.now)),
+                           wake=lambda callback: callback(), batch_wait=0.1, clock=clock)
+    for n in range(idle_queues):
+        window.schedule(f"idle{n}")
+    window.schedule(QUEUE)
+    most = 0
+    end = clock.now + 2
+    while clock.now < end:
+        most = max(most, sum(1 for queue, *_ in wire if queue == QUEUE))
+        oldest = next(r for r in wire if r[0] == QUEUE)
+        wire.remove(oldest)
+        clock.now = max(clock.now, oldest[2] + 0.015)
+        window.received(QUEUE, oldest[1], oldest[1], 0.015)
+        window.schedule(QUEUE)  # what the channel does when a receive completed
+    return most
+
+
+def test_idle_queues_long_polls_do_not_take_a_busy_queue_s_receives(clock):
+    alone = most_in_flight(0, clock)
+    assert alone == 4  # receives_in_flight, the window's lookahead allowing it
+    assert most_in_flight(3, Clock()) == alone
