@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import threading
 import time
 from collections import Counter
@@ -66,8 +67,10 @@ def action_of(headers, body: bytes) -> str:
 class CountingProxy(LoopbackService):
     """``with CountingProxy(upstream) as proxy: proxy.endpoint_url; proxy.counts()``."""
 
-    def __init__(self, upstream: str, *, delay: float = 0.0) -> None:
-        """``delay``: seconds added to every request, as a far endpoint would."""
+    def __init__(self, upstream: str, *, delay: float = 0.0,
+                 tls: ssl.SSLContext | None = None) -> None:
+        """``delay``: seconds added to every request, as a far endpoint would; ``tls``:
+        serve HTTPS with this context (``endpoint_url`` then says ``https``)."""
         parts = urlsplit(upstream)
         self.delay = delay
         self._upstream = (parts.hostname, parts.port or 80)
@@ -157,12 +160,13 @@ class CountingProxy(LoopbackService):
             def log_message(self, *args: object) -> None:
                 """Silent: request lines carry signed headers."""
 
-        self._serve(Handler)
+        self._serve(Handler, tls=tls)
+        self._scheme = "http" if tls is None else "https"
         self._local = threading.local()
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self._scheme}://127.0.0.1:{self.port}"
 
     def _connection(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,9 +20,14 @@ class QuietServer(ThreadingHTTPServer):
 
 
 class LoopbackHttpServer:
-    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+    """``tls``: serve HTTPS with this context instead of plain HTTP."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], *,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.port = free_port()
         self._server = QuietServer(("127.0.0.1", self.port), handler)
+        if tls is not None:  # each accepted connection does its handshake on accept
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         # polled every 20 ms, so that stopping it (after every test) costs nothing
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,),
                                         daemon=True)
@@ -42,8 +48,9 @@ class LoopbackService:
     _http: LoopbackHttpServer
     port: int
 
-    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        self._http = LoopbackHttpServer(handler)
+    def _serve(self, handler: type[BaseHTTPRequestHandler], *,
+               tls: ssl.SSLContext | None = None) -> None:
+        self._http = LoopbackHttpServer(handler, tls=tls)
         self.port = self._http.port
 
     def _check_ready(self) -> None:

@@ -115,8 +115,7 @@ class RoleCredentials:
                                                config=self.configs[profile],
                                                endpoint_url=self.endpoint_url)
                 if service == "sqs" and profile in LEAN_PROFILES:
-                    client = sqs_wire.lean(client, session.get_credentials(),
-                                           ca_bundle=session.get_config_variable("ca_bundle"))
+                    client = sqs_wire.lean(client, session.get_credentials())
                 self._clients[key] = client
             return client
 

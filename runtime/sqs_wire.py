@@ -32,11 +32,18 @@ lanes and the receive loop back off on their own once a call's attempts fail); a
 answer cut short is retried (botocore may parse it as an empty result); tracing
 that patches ``_make_api_call`` or listens on ``before-send`` does not see these calls.
 
+TLS is verified exactly as the client would: the value botocore resolved for the
+client (its ``verify`` argument, else ``AWS_CA_BUNDLE`` or the config file's
+``ca_bundle``, else ``REQUESTS_CA_BUNDLE``, else botocore's default bundle; or no
+verification with ``verify=False``) is read from the client itself, so a private CA
+given any of these ways works on both paths or on neither.
+
 Every other call goes to the boto3 client unchanged, and so does every call of a
 client this path could not serve as botocore would: a proxy (``client-config``
 ``proxies`` or ``HTTP(S)_PROXY``), a client certificate, a signature version other
-than SigV4, a retry mode other than ``standard``, or an endpoint that is not
-``http``/``https``.
+than SigV4, a retry mode other than ``standard``, an endpoint that is not
+``http``/``https``, or an ``https`` endpoint whose verification cannot be read from
+the client (an HTTP session that is not botocore's).
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ from botocore.exceptions import (ConnectionClosedError, ConnectTimeoutError,
                                  ReadTimeoutError)
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 from botocore.exceptions import SSLError as BotocoreSSLError
-from botocore.httpsession import get_cert_path
+from botocore.httpsession import URLLib3Session, get_cert_path
 from botocore.parsers import create_parser
 from botocore.retries.standard import (ExponentialBackoff, RetryContext, RetryEventAdapter,
                                        RetryPolicy, StandardRetryConditions,
@@ -95,19 +102,36 @@ def unsupported(client: BaseClient) -> str | None:
     mode = (config.retries or {}).get("mode", "legacy")
     if mode != "standard":
         return f"retry mode {mode!r}"
+    if url.scheme == "https" and verification(client) is None:
+        return "certificate verification not known"
     return None
 
 
-def lean(client: BaseClient, credentials: Credentials | None, *,
-         ca_bundle: str | None = None) -> Any:
+def verification(client: BaseClient) -> bool | str | None:
+    """How ``client`` verifies a TLS endpoint, as botocore resolved it when it made the
+    client: ``True`` (botocore's default bundle), ``False`` (not at all) or a CA bundle's
+    path; ``None`` when it cannot be read (a client whose HTTP session is not botocore's).
+
+    botocore resolves it once, in ``EndpointCreator``, from the first of: the client's
+    ``verify`` argument, the session's ``ca_bundle`` (``AWS_CA_BUNDLE`` or the config
+    file's ``ca_bundle``), ``REQUESTS_CA_BUNDLE``, ``True``; the value is kept only on
+    the client's HTTP session, so it is read there rather than resolved a second time."""
+    session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+    if not isinstance(session, URLLib3Session):
+        return None
+    verify = getattr(session, "_verify", None)
+    return verify if isinstance(verify, (bool, str)) else None
+
+
+def lean(client: BaseClient, credentials: Credentials | None) -> Any:
     """``client`` with its per-message calls on the lean path, or ``client`` itself
     when the path could not serve it as botocore would (logged once, at INFO).
-    ``credentials`` are the ones the client signs with; ``ca_bundle`` the session's."""
+    ``credentials`` are the ones the client signs with."""
     reason = unsupported(client)
     if reason is not None:
         logger.info("SQS calls go through boto3 only (%s)", reason)
         return client
-    return LeanSqs(client, credentials, ca_bundle=ca_bundle)
+    return LeanSqs(client, credentials)
 
 
 class LeanSqs:
@@ -115,8 +139,7 @@ class LeanSqs:
     ``change_message_visibility_batch`` take the lean path; every other attribute is
     the client's."""
 
-    def __init__(self, client: BaseClient, credentials: Credentials | None, *,
-                 ca_bundle: str | None = None) -> None:
+    def __init__(self, client: BaseClient, credentials: Credentials | None) -> None:
         self._client = client
         self._credentials = credentials
         meta = client.meta
@@ -137,7 +160,7 @@ class LeanSqs:
         url = urlsplit(self._url)
         self._path = url.path or "/"
         self._connect = self._connector(url, meta.config.connect_timeout,
-                                        ca_bundle or get_cert_path(True))
+                                        verification(client))
         self._read_timeout = meta.config.read_timeout
         self._local = threading.local()
 
@@ -244,12 +267,11 @@ class LeanSqs:
 
     # this thread's connection --------------------------------------------------------
     def _connector(self, url: Any, connect_timeout: float,
-                   ca_bundle: str | bool) -> Callable[[], http.client.HTTPConnection]:
+                   verify: bool | str | None) -> Callable[[], http.client.HTTPConnection]:
         host, port = url.hostname, url.port
         if url.scheme == "https":
-            cafile = ca_bundle if isinstance(ca_bundle, str) else None
             return lambda: http.client.HTTPSConnection(host, port, timeout=connect_timeout,
-                                                       context=_tls_context(cafile))
+                                                       context=_tls_context(verify))
         return lambda: http.client.HTTPConnection(host, port, timeout=connect_timeout)
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -277,10 +299,19 @@ class LeanSqs:
 
 
 @functools.cache
-def _tls_context(cafile: str | None) -> ssl.SSLContext:
-    """One context per CA bundle (loading a bundle takes tens of milliseconds),
-    made on the first connection, not with each client."""
-    return ssl.create_default_context(cafile=cafile)
+def _tls_context(verify: bool | str | None) -> ssl.SSLContext:
+    """The TLS context of a client that verifies as ``verify`` says (``verification``),
+    as botocore's HTTP session does: ``False`` checks neither certificate nor host name;
+    otherwise the bundle ``get_cert_path`` names (``True``: botocore's default), and
+    only it, as urllib3 loads it (``None``, not known, is never served: ``lean`` stands
+    aside). One context per value (loading a bundle takes tens of milliseconds), made
+    on the first connection, not with each client."""
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=get_cert_path(True if verify is None else verify))
 
 
 def _dropped(connection: http.client.HTTPConnection) -> bool:

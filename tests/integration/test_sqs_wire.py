@@ -1,6 +1,7 @@
 """The lean path (``runtime.sqs_wire``) against boto3, on both emulators: the same
 results, the same error classes and codes, botocore's retries within the client's
-attempts, botocore's exceptions for a network that fails, and the parameter hooks."""
+attempts, botocore's exceptions for a network that fails, the parameter hooks, and
+TLS verified as the client verifies it, whichever way a CA bundle is given."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from botocore.exceptions import (ClientError, ConnectionClosedError, EndpointCon
 
 from local_aws.counting_proxy import CountingProxy
 from local_aws.fleet import EMULATOR_KEYS, REGION, sqs_client
+from local_aws.private_ca import make_private_ca
+from runtime.credentials import RoleCredentials
 from runtime.sqs_wire import LeanSqs, lean
 
 pytestmark = pytest.mark.integration
@@ -23,13 +26,14 @@ pytestmark = pytest.mark.integration
 ATTEMPTS = 3
 
 
-def clients(endpoint_url: str, **config: Any) -> tuple[Any, LeanSqs]:
+def clients(endpoint_url: str, verify: bool | str | None = None,
+            **config: Any) -> tuple[Any, LeanSqs]:
     """A boto3 client and the same client on the lean path (one session, one config)."""
     session = botocore.session.get_session()
     session.set_credentials(EMULATOR_KEYS["AWS_ACCESS_KEY_ID"],
                             EMULATOR_KEYS["AWS_SECRET_ACCESS_KEY"])
     client = session.create_client("sqs", region_name=REGION, endpoint_url=endpoint_url,
-                                   config=Config(**{"retries": {
+                                   verify=verify, config=Config(**{"retries": {
                                        "mode": "standard", "total_max_attempts": ATTEMPTS},
                                        **config}))
     wire = lean(client, session.get_credentials())
@@ -188,3 +192,72 @@ def test_parameter_hooks_see_change_and_fail_calls_as_with_boto3(server, queue):
     boto.meta.events.register("before-parameter-build.sqs.DeleteMessageBatch", refuse)
     with pytest.raises(RuntimeError, match="refused by a hook"):
         wire.delete_message_batch(QueueUrl=queue, Entries=[{"Id": "0", "ReceiptHandle": "h"}])
+
+
+# TLS: a private CA ---------------------------------------------------------------------
+CA_WAYS = ["verify argument", "AWS_CA_BUNDLE", "config file ca_bundle", "REQUESTS_CA_BUNDLE",
+           "verify=False", "none given"]
+
+
+@pytest.fixture
+def tls_front(fauxqs, tmp_path, monkeypatch):
+    """fauxqs behind HTTPS whose certificate only the test's own CA signed, with no CA
+    bundle in the environment (the machine's own would be taken otherwise); yields
+    (endpoint URL, the CA's file, a queue's URL)."""
+    for name in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "AWS_CONFIG_FILE", "AWS_PROFILE",
+                 "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    ca = make_private_ca(tmp_path)
+    url = sqs_client(fauxqs.endpoint_url).create_queue(
+        QueueName=f"tls{uuid.uuid4().hex[:10]}")["QueueUrl"]
+    with CountingProxy(fauxqs.endpoint_url, tls=ca.server_context()) as proxy:
+        yield proxy.endpoint_url, str(ca.ca_file), url
+
+
+def give_ca(way: str, ca_file: str, tmp_path: Any, monkeypatch: Any) -> bool | str | None:
+    """Give the CA bundle ``way``; the client's ``verify`` argument that goes with it."""
+    if way == "verify argument":
+        return ca_file
+    if way == "verify=False":
+        return False
+    if way in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE"):
+        monkeypatch.setenv(way, ca_file)
+    elif way == "config file ca_bundle":
+        (tmp_path / "config").write_text(f"[default]\nca_bundle = {ca_file}\n")
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    return None
+
+
+def outcome(call: Any) -> str:
+    try:
+        call()
+    except Exception as error:  # the outcome compared is the exception's class
+        return type(error).__name__
+    return "answered"
+
+
+@pytest.mark.parametrize("way", CA_WAYS)
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")  # verify=False
+def test_the_lean_path_verifies_tls_as_the_client_does(tls_front, tmp_path, monkeypatch, way):
+    endpoint_url, ca_file, url = tls_front
+    boto, wire = clients(endpoint_url, give_ca(way, ca_file, tmp_path, monkeypatch))
+    receive = {"QueueUrl": url, "WaitTimeSeconds": 0}
+    assert outcome(lambda: wire.receive_message(**receive)) == \
+        outcome(lambda: boto.receive_message(**receive)) == \
+        ("SSLError" if way == "none given" else "answered")
+
+
+def test_the_kit_s_clients_verify_with_requests_ca_bundle_on_the_lean_path(tls_front,
+                                                                             monkeypatch):
+    endpoint_url, ca_file, url = tls_front
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca_file)
+    session = botocore.session.get_session()
+    session.set_credentials(EMULATOR_KEYS["AWS_ACCESS_KEY_ID"],
+                            EMULATOR_KEYS["AWS_SECRET_ACCESS_KEY"])
+    kit = RoleCredentials(region=REGION, endpoint_url=endpoint_url, base_session=session,
+                          configs={"receive": Config(retries={"mode": "standard"})})
+    receive = kit.client("sqs", None, "receive")
+    assert isinstance(receive, LeanSqs)
+    assert receive.receive_message(QueueUrl=url, WaitTimeSeconds=0)["ResponseMetadata"][
+        "HTTPStatusCode"] == 200

@@ -61,6 +61,16 @@ def test_a_proxy_from_the_environment_stays_with_boto3_unless_bypassed(monkeypat
     assert unsupported(client()) is None
 
 
+def test_an_https_client_whose_verification_cannot_be_read_stays_with_boto3():
+    plain = client()
+    plain._endpoint.http_session = object()  # an HTTP session that is not botocore's
+    assert unsupported(plain) == "certificate verification not known"
+    assert lean(plain, None) is plain
+    unread = client("http://localhost:4566")
+    unread._endpoint.http_session = object()
+    assert unsupported(unread) is None  # plain HTTP verifies nothing
+
+
 def test_a_call_without_credentials_fails_as_boto3_s_does():
     wire = lean(client("http://localhost:9"), None)
     with pytest.raises(NoCredentialsError):
