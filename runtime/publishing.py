@@ -51,14 +51,21 @@ Batched publishing
     seconds (default ``0.05``) after the first, and at exit. ``delay()`` returns before
     its task is sent: the ``with`` block ends only when SQS has accepted every
     message, and otherwise raises :class:`~runtime.errors.PublishError` naming the
-    task ids that were not accepted (every other one was). Entries SQS fails on its
+    task ids that were not accepted (every other one was). Per queue, one batch is on
+    the wire at a time, retries included, and batches go in the order their messages
+    were published, so a FIFO group keeps its order when a call is throttled
+    (botocore's backoff) or entries are sent again; a full batch that must wait for the
+    one before it holds up the ``delay()`` that filled it. Entries SQS fails on its
     side (``SenderFault`` false) are sent again, up to ``max_attempts`` times in all;
     a batch call that fails whole (after the client's attempts above) is not sent
     again, and no request is made for the tasks held after it: SQS throttles or
     cannot be reached, and the block ends within one call's bound instead of one per
-    batch. A message is built exactly as one-by-one publishing builds it (FIFO group
-    and deduplication ids, delays, attributes), so each keeps its own. Outside the
-    context publishing is unchanged and synchronous.
+    batch. SQS answers for each entry of a call on its own: should it fail one entry on
+    its side and accept a later one of the same FIFO group in that call, the later one
+    is queued first, and sending the failed one again cannot undo that. A message is
+    built exactly as one-by-one publishing builds it (FIFO group and deduplication ids,
+    delays, attributes), so each keeps its own. Outside the context publishing is
+    unchanged and synchronous.
 """
 from __future__ import annotations
 
@@ -66,6 +73,7 @@ import contextvars
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -98,11 +106,17 @@ class _Entry:
 
 
 @dataclass
-class _Pending:
+class _Queue:
+    """One queue's batches: the one filling, and those taken and not yet sent, in order."""
+
     client: BaseClient
     url: str
     entries: list[_Entry] = field(default_factory=list)
     since: float = 0.0
+    ready: deque[list[_Entry]] = field(default_factory=deque)
+    taken: int = 0  # batches taken so far
+    done: int = 0  # of those, batches sent (or given up), always the oldest ones
+    sending: bool = False  # a thread is sending this queue's ready batches
 
     @property
     def size(self) -> int:
@@ -121,14 +135,20 @@ def payload_size(request: dict[str, Any]) -> int:
 
 
 class BatchPublisher:
-    """What ``batch_publish`` yields; ``sent`` counts messages SQS accepted."""
+    """What ``batch_publish`` yields; ``sent`` counts messages SQS accepted.
+
+    Per queue, batches are sent in the order they were taken, one at a time, each with
+    its retries before the next: whichever thread finds the queue idle (the caller's
+    for a full batch, the timer's for a due one, ``close``) sends its ready batches
+    until none is left, and a caller whose full batch waits behind another thread's
+    call waits for it to be sent (so a fast producer is held back as before)."""
 
     def __init__(self, *, flush_delay: float = 0.05, max_attempts: int = 5) -> None:
         self.flush_delay = flush_delay
         self.max_attempts = max_attempts
         self.sent = 0
-        self._lock = threading.Lock()
-        self._pending: dict[str, _Pending] = {}
+        self._lock = threading.Condition()
+        self._queues: dict[str, _Queue] = {}
         self._failed: dict[str, str] = {}  # task id -> why
         self._down: str | None = None  # why a batch call failed whole; nothing is sent after
         self._stop = threading.Event()
@@ -141,32 +161,67 @@ class BatchPublisher:
         entry = _Entry(task_id, {k: v for k, v in request.items() if k != "QueueUrl"},
                        payload_size(request))  # at most the limit: the transport checked it
         with self._lock:
-            pending = self._pending.get(url)
-            if pending is not None and pending.size + entry.size > MAX_BATCH_BYTES:
-                full = self._take(url)
-            else:
-                full = None
-            pending = self._pending.setdefault(url, _Pending(client, url, since=time.monotonic()))
-            pending.entries.append(entry)
-            if len(pending.entries) >= BATCH_SIZE:
-                full = full or self._take(url)
-        if full is not None:
-            self._send(full)
+            queue = self._queues.setdefault(url, _Queue(client, url))
+            taken = queue.taken
+            if queue.entries and queue.size + entry.size > MAX_BATCH_BYTES:
+                self._take(queue)
+            if not queue.entries:
+                queue.since = time.monotonic()
+            queue.entries.append(entry)
+            if len(queue.entries) >= BATCH_SIZE:
+                self._take(queue)
+            if queue.taken == taken:  # no batch of this call's to send
+                return
+            mine = queue.taken
+            self._lock.wait_for(lambda: queue.done >= mine or not queue.sending)
+            if queue.done >= mine:
+                return
+            queue.sending = True
+        self._send_ready(queue)
 
-    def _take(self, url: str) -> _Pending:
-        return self._pending.pop(url)
+    def _take(self, queue: _Queue) -> None:
+        """Move the filling batch to the queue's ready ones (under the lock)."""
+        queue.ready.append(queue.entries)
+        queue.entries = []
+        queue.taken += 1
+
+    def _claim_due(self, now: float) -> list[_Queue]:
+        """Take every batch due at ``now``; the queues this thread is now to send."""
+        claimed = []
+        with self._lock:
+            for queue in self._queues.values():
+                if queue.entries and now - queue.since >= self.flush_delay:
+                    self._take(queue)
+                if queue.ready and not queue.sending:
+                    queue.sending = True
+                    claimed.append(queue)
+        return claimed
 
     def _flush_when_due(self) -> None:
         while not self._stop.wait(self.flush_delay / 2):
-            now = time.monotonic()
-            with self._lock:
-                due = [self._take(url) for url, p in list(self._pending.items())
-                       if now - p.since >= self.flush_delay]
-            for pending in due:
-                self._send(pending)
+            for queue in self._claim_due(time.monotonic()):
+                self._send_ready(queue)
 
-    def _send(self, pending: _Pending) -> None:
-        entries = pending.entries
+    def _send_ready(self, queue: _Queue) -> None:
+        """Send ``queue``'s ready batches in order, until none is left (the calling
+        thread has set ``queue.sending``: no other thread sends this queue meanwhile)."""
+        while True:
+            with self._lock:
+                if not queue.ready:
+                    queue.sending = False
+                    self._lock.notify_all()
+                    return
+                entries = queue.ready.popleft()
+            try:
+                self._send(queue, entries)
+            finally:
+                with self._lock:
+                    queue.done += 1
+                    self._lock.notify_all()
+
+    def _send(self, queue: _Queue, entries: list[_Entry]) -> None:
+        """One batch, with its retries: entries SQS failed on its side are sent again
+        before the queue's next batch, so a FIFO group keeps its order."""
         while entries:
             with self._lock:
                 if self._down is not None:
@@ -175,7 +230,7 @@ class BatchPublisher:
                     return
             for entry in entries:
                 entry.attempts += 1
-            outcome = send_batch(pending.client.send_message_batch, pending.url, entries,
+            outcome = send_batch(queue.client.send_message_batch, queue.url, entries,
                                  lambda e: e.request)
             with self._lock:
                 self.sent += len(outcome.done)
@@ -200,11 +255,9 @@ class BatchPublisher:
         """Send what is held; raise :class:`PublishError` if anything was not accepted."""
         self._stop.set()
         if self._timer.is_alive():
-            self._timer.join()
-        with self._lock:
-            rest = [self._take(url) for url in list(self._pending)]
-        for pending in rest:
-            self._send(pending)
+            self._timer.join()  # it finishes what it was sending
+        for queue in self._claim_due(float("inf")):
+            self._send_ready(queue)
         if self._failed:
             raise PublishError(dict(self._failed))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -190,3 +191,55 @@ def queued_task_ids(sqs, url: str) -> list[str]:
         if not got:
             return ids
         ids += [task_of(m["Body"])[1] for m in got]
+
+
+FIFO_BATCH = '''
+import json, sys
+from runtime.publishing import batch_publish
+from ttasks import app, quick
+ids = []
+with batch_publish(app, flush_delay=0.05):
+    for i in range(25):
+        ids.append(quick.apply_async((i,), queue=sys.argv[1], MessageGroupId="g").id)
+        if i == 5:  # the timer sends these six: the test has SQS throttle that call
+            print("six", flush=True)
+            sys.stdin.readline()
+print(json.dumps(ids))
+'''
+
+
+def test_a_throttled_batch_call_leaves_a_fifo_group_in_order(queues, proxy, tmp_path):
+    """botocore backs off and retries the throttled call of the first six tasks while
+    the producer fills the next batches: they wait for it, so SQS queues the group in
+    the order it was published."""
+    sqs, _queue, fifo, _publish = queues
+    proxy.inject("SendMessageBatch", 1, 400, "ThrottlingException")
+    producer = subprocess.Popen([sys.executable, "-c", FIFO_BATCH,
+                                 fifo["url"].rsplit("/", 1)[-1]], cwd=tmp_path,
+                                env=worker_env(tmp_path, proxy.endpoint_url), text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert producer.stdout.readline().strip() == "six"
+        deadline = time.monotonic() + 30
+        while proxy.faulted().get("ThrottlingException") != 1:  # the timer's call, answered
+            assert time.monotonic() < deadline, proxy.counts()
+            time.sleep(0.01)
+        out, _ = producer.communicate("go\n", timeout=60)
+    finally:
+        producer.kill()
+    ids = json.loads(out.splitlines()[-1])
+    assert received_in_order(sqs, fifo["url"]) == ids
+
+
+def received_in_order(sqs, url: str) -> list[str]:
+    """A FIFO queue's task ids in the order SQS delivers them (each batch deleted before
+    the next receive: a group's next messages wait for it)."""
+    ids: list[str] = []
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                  VisibilityTimeout=60).get("Messages", [])
+        if not got:
+            return ids
+        ids += [task_of(m["Body"])[1] for m in got]
+        sqs.delete_message_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])

@@ -4,6 +4,7 @@ SendMessageBatch calls, and the block ends only when SQS accepted every one."""
 from __future__ import annotations
 
 import pickle
+import threading
 
 import pytest
 from botocore.exceptions import (CredentialRetrievalError, EndpointConnectionError,
@@ -80,6 +81,60 @@ def test_partial_failures_are_retried_or_named_and_the_close_raises():
     assert [e["MessageBody"] for e in stub.calls[1][1]["Entries"]] == ["x1"]  # retried
     assert p.sent == 2
     assert "t2 (InvalidMessageContents)" in str(raised.value)
+
+
+FIFO = "https://sqs.us-east-1.amazonaws.com/123456789012/work.fifo"
+
+
+class FifoSqs(StubSqs):
+    """A FIFO queue at the AWS boundary: records what it accepted, in order. Its first
+    call is slow, as a throttled call that botocore backs off and retries is (done
+    early, within ``backoff`` seconds, when another call of the queue starts meanwhile:
+    that call overtook it), and answers ``first_failed`` entries as failed on SQS's side."""
+
+    def __init__(self, *, backoff: float = 0.0, first_failed: tuple[str, ...] = ()) -> None:
+        super().__init__(self._answer)
+        self.accepted: list[str] = []
+        self.first_started = threading.Event()
+        self._overtaken = threading.Event()
+        self._backoff = backoff
+        self._first_failed = first_failed
+        self._lock = threading.Lock()
+
+    def _answer(self, _action: str, kwargs: dict) -> dict:
+        with self._lock:
+            first = not self.first_started.is_set()
+            self.first_started.set()
+        if first:
+            self._overtaken.wait(self._backoff)
+        else:
+            self._overtaken.set()
+        failed = self._first_failed if first else ()
+        with self._lock:
+            self.accepted += [e["MessageBody"] for e in kwargs["Entries"] if e["Id"] not in failed]
+        return {"Failed": [{"Id": i, "SenderFault": False, "Code": "InternalError"}
+                           for i in failed]}
+
+
+@pytest.mark.parametrize("sqs", [
+    lambda: FifoSqs(backoff=1.0),
+    lambda: FifoSqs(first_failed=("3", "4", "5")),
+], ids=["one throttled answer", "a partially failed batch"])
+def test_a_fifo_group_keeps_its_order_when_a_batch_is_retried(sqs):
+    """The first six tasks go out as a due batch on the timer thread and are retried
+    (by botocore's backoff, or for entries SQS failed on its side) while the caller
+    fills the next batches: those wait their turn."""
+    stub = sqs()
+    p = BatchPublisher(flush_delay=0.01)
+    p.start()
+    for i in range(25):
+        p.add(stub, {"QueueUrl": FIFO, "MessageBody": f"x{i}", "MessageGroupId": "g",
+                     "MessageDeduplicationId": f"d{i}"}, f"t{i}")
+        if i == 5:
+            assert stub.first_started.wait(30)  # the timer sent the first six
+    p.close()
+    assert stub.accepted == [f"x{i}" for i in range(25)]
+    assert p.sent == 25
 
 
 def test_an_entry_sqs_keeps_failing_on_its_side_is_named_after_the_attempts():
