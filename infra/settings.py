@@ -44,7 +44,8 @@ field                            default      meaning
                                               (see Visibility, below)
 ``receive_wait_time``            ``20``       long-poll seconds, 0..20, queue and runtime
 ``retention_period``             ``345600``   seconds SQS keeps a message (4 days)
-``max_message_size_bytes``       ``262144``   1024..1048576
+``max_message_size_bytes``       ``262144``   the largest message, bytes: 1024..1048576
+                                              (see Message size, below)
 ``dead_letter_queue``            ``true``     create ``<name>-dlq`` and a redrive policy
 ``max_receive_count``            ``5``        receives before SQS moves a message to the DLQ
 ``dead_letter_retention_period`` ``1209600``  DLQ retention (14 days, the maximum)
@@ -78,6 +79,18 @@ worker's tasks wait before another worker runs them, so it follows the transport
   neither.
 - ``stock``: ``task_time_limit + max_countdown + 60``, and at least that. kombu never
   extends visibility: a shorter window hands running tasks to a second worker.
+
+Message size: SQS takes messages (and batches) of up to 1 MiB since 2025, and bills
+each 64 KB of a payload as one request. A queue's ``max_message_size_bytes`` goes to
+the queue (``MaximumMessageSize``) and, through the worker configuration, to the
+bundled transport, which refuses a larger task at publish (``MessageTooLarge``, before
+any request). The default stays 262144 (256 KiB), knowingly: a task message is its
+arguments, and arguments that large are nearly always data that belongs in S3 with
+the task carrying its key; a larger limit would let them through silently, each
+costing up to 16 billed requests to send and again to receive, and a worker holds its
+prefetch window of them in memory (four times as much at 1 MiB). A queue whose
+tasks need more says so with a value up to 1048576; its DLQ takes 1 MiB whatever the
+queue's limit, so a message moved there with the kit's reason attributes always fits.
 
 The rendered ``celeryconfig.py`` and the import-time configuration select the
 spec's transport unless told otherwise (``--transport``,
@@ -184,8 +197,8 @@ from infra import rules
 from infra.backlog import target_backlog_per_worker
 from runtime.celery_settings import BUNDLED_PREFETCH
 from runtime.errors import SpecError
-from runtime.limits import (HTTP_URL, MAX_EXTERNAL_ID, MAX_RESULT_TTL, MIN_EXTERNAL_ID,
-                            MIN_RESULT_TTL)
+from runtime.limits import (CLASSIC_MESSAGE_SIZE, HTTP_URL, MAX_EXTERNAL_ID, MAX_RESULT_TTL,
+                            MIN_EXTERNAL_ID, MIN_RESULT_TTL)
 from runtime.schema import BUNDLED
 
 CONTEXT_KEY = "celery_sqs_kit"
@@ -211,7 +224,7 @@ class QueueSpec:
     """Resolved by :func:`load_spec`: the spec's value, else the transport's default."""
     receive_wait_time: int = 20
     retention_period: int = 345_600
-    max_message_size_bytes: int = 262_144
+    max_message_size_bytes: int = CLASSIC_MESSAGE_SIZE
     dead_letter_queue: bool = True
     max_receive_count: int = 5
     dead_letter_retention_period: int = 1_209_600

@@ -10,7 +10,8 @@ Choices, and why:
   kit's bundled transport (``BUNDLED_TRANSPORT``); by default the one the spec names
   (the document's ``transport``), whose visibility rules the queues were checked for.
 - ``predefined_queues``: every queue's URL, so kombu never lists, looks up or
-  creates a queue (the worker roles may not); ``task_queues`` are
+  creates a queue (the worker roles may not), with what the bundled transport reads
+  per queue (visibility timeout, DLQ, largest message); ``task_queues`` are
   ``no_declare``: declaring one only costs a GetQueueAttributes call, which a
   producer is not granted.
 - ``polling_interval = 0`` when long polling: the 20 s wait already bounds idle
@@ -113,9 +114,10 @@ def celery_settings(config: WorkerConfig, *,
 
 
 def _predefined_queue(q: QueueConfig) -> dict[str, Any]:
-    # dead_letter_queue and visibility_timeout are read by the bundled transport
-    # (DLQ moves, heartbeat); stock kombu ignores them.
-    entry: dict[str, Any] = {"url": q.url, "visibility_timeout": q.visibility_timeout}
+    # dead_letter_queue, visibility_timeout and max_message_bytes are read by the bundled
+    # transport (DLQ moves, heartbeat, the size check at publish); stock kombu ignores them.
+    entry: dict[str, Any] = {"url": q.url, "visibility_timeout": q.visibility_timeout,
+                             "max_message_bytes": q.max_message_bytes}
     if q.dead_letter_queue is not None:
         entry["dead_letter_queue"] = q.dead_letter_queue.url
     if q.backoff_policy:

@@ -17,13 +17,16 @@ The document (schema ``celery-sqs-kit/worker-config``, version 1)::
      "default_queue": "celery",
      "queues": {"celery": {"url", "arn", "fifo", "visibility_timeout",
                            "wait_time_seconds", "task_time_limit", "max_countdown",
+                           "max_message_bytes",      # optional, default 262144
                            "dead_letter_queue": {"url", "arn", "max_receive_count"} | null,
                            "backoff_policy": {"1": 10}, "backoff_tasks": [...],
                            "routes": [...], "sts_role_arn": null}},
      "sts": {"role_arn", "token_timeout", "external_id"} | null,
      "result_backend": {"table", "ttl_seconds"} | null}
 
-Optional fields may be absent (CloudFormation drops nulls). It never holds
+Optional fields may be absent (CloudFormation drops nulls). ``max_message_bytes`` is
+the queue's MaximumMessageSize; a document written before it carried the field means
+262144, the limit the runtime then applied to every queue. It never holds
 credentials; a document that does is refused. Every field is checked against what
 AWS and the runtime accept (:mod:`runtime.limits`, shared with the spec's rules), so a
 hand-edited or damaged document stops the worker at start, not at its first task. Any
@@ -70,6 +73,8 @@ class QueueConfig:
     wait_time_seconds: int
     task_time_limit: int
     max_countdown: int
+    max_message_bytes: int
+    """The queue's MaximumMessageSize: the bundled transport refuses a larger message."""
     dead_letter_queue: DeadLetterConfig | None
     backoff_policy: Mapping[int, int]
     backoff_tasks: tuple[str, ...]
@@ -236,6 +241,9 @@ def _queue(name: str, raw: Any, source: str) -> QueueConfig:
                                _range(1, limits.MAX_VISIBILITY_TIMEOUT, "seconds")),
         max_countdown=_field(q, "max_countdown", int, source, where,
                              _range(0, limits.MAX_COUNTDOWN, "seconds")),
+        max_message_bytes=_optional(q, "max_message_bytes", int, source, where, _range(
+            limits.MIN_MESSAGE_SIZE, limits.MAX_MESSAGE_SIZE, "bytes (SQS rule)"))
+        or limits.CLASSIC_MESSAGE_SIZE,
         dead_letter_queue=dlq,
         backoff_policy=MappingProxyType(policy),
         backoff_tasks=tuple(_strings(q, "backoff_tasks", source, where)),

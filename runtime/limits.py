@@ -26,6 +26,13 @@ MIN_STS_SESSION, MAX_STS_SESSION = 900, 43_200
 """STS AssumeRole DurationSeconds."""
 MIN_EXTERNAL_ID, MAX_EXTERNAL_ID = 2, 1_224
 """STS ExternalId length."""
+MIN_MESSAGE_SIZE, MAX_MESSAGE_SIZE = 1_024, 1_048_576
+"""A queue's MaximumMessageSize (bytes), SQS's range since 2025; MAX_MESSAGE_SIZE is also
+SQS's limit on one message of any queue and on a batch's total payload."""
+CLASSIC_MESSAGE_SIZE = 262_144
+"""256 KiB, SQS's limit on a message until 2025: the spec's default for a queue's maximum
+(``infra.settings`` says why), and what a worker document written before it carried
+``max_message_bytes`` means (the limit the runtime applied to every queue then)."""
 MIN_RESULT_TTL, MAX_RESULT_TTL = 60, 31_536_000
 """Result expiry: a minute to a year."""
 MAX_QUEUE_NAME_LENGTH = 80

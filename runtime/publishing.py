@@ -47,11 +47,13 @@ Batched publishing
 
     Inside it, on the thread that entered it, every message published through the
     bundled transport is held and sent with others for the same queue: when 10 wait,
-    when the batch would pass SQS's payload cap (``MAX_BATCH_BYTES``), ``flush_delay``
-    seconds (default ``0.05``) after the first, and at exit. ``delay()`` returns before
-    its task is sent: the ``with`` block ends only when SQS has accepted every
-    message, and otherwise raises :class:`~runtime.errors.PublishError` naming the
-    task ids that were not accepted (every other one was). Per queue, one batch is on
+    when the batch would pass SQS's cap on a batch's payload (``MAX_BATCH_BYTES``, 1 MiB;
+    each message is held to its own queue's maximum first, as one-by-one publishing
+    is), ``flush_delay`` seconds (default ``0.05``) after the first, and at exit.
+    ``delay()`` returns before its task is sent: the ``with`` block ends only when SQS
+    has accepted every message, and otherwise raises
+    :class:`~runtime.errors.PublishError` naming the task ids that were not accepted
+    (every other one was). Per queue, one batch is on
     the wire at a time, retries included, and batches go in the order their messages
     were published, so a FIFO group keeps its order when a call is throttled
     (botocore's backoff) or entries are sent again; a full batch that must wait for the
@@ -86,12 +88,14 @@ from botocore.exceptions import (ClientError, ConnectionClosedError, ConnectionE
 
 from runtime.batching import BATCH_SIZE, send_batch
 from runtime.errors import ConfigError, CredentialsError, PublishError
+from runtime.limits import MAX_MESSAGE_SIZE
 from runtime.sqs_errors import error_code, typed_error
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH_BYTES = 262_144
-"""SQS's limit on one message, and on a batch's total payload (bodies and attributes)."""
+MAX_BATCH_BYTES = MAX_MESSAGE_SIZE
+"""SQS's limit on a batch's total payload (bodies and attributes), 1 MiB since 2025; each
+message is held to its own queue's maximum by the transport before it reaches a batch."""
 
 _current: contextvars.ContextVar[BatchPublisher | None] = contextvars.ContextVar(
     "celery_sqs_kit_batch_publisher", default=None)
@@ -159,7 +163,7 @@ class BatchPublisher:
         """Hold one SendMessage (its arguments) for the batch of its queue."""
         url = request["QueueUrl"]
         entry = _Entry(task_id, {k: v for k, v in request.items() if k != "QueueUrl"},
-                       payload_size(request))  # at most the limit: the transport checked it
+                       payload_size(request))  # within its queue's limit: the transport checked it
         with self._lock:
             queue = self._queues.setdefault(url, _Queue(client, url))
             taken = queue.taken

@@ -132,7 +132,11 @@ Errors
     missing queue and expired or unobtainable credentials become
     :class:`runtime.errors.QueueAccessDenied`, :class:`~runtime.errors.QueueNotFound`
     and :class:`~runtime.errors.CredentialsError`, naming the queue, the action
-    and what to check. Publishing raises them; once consuming has started (see
+    and what to check. Publishing raises them, and
+    :class:`~runtime.errors.MessageTooLarge` (naming the size and the limit, before any
+    request) for a message larger than its queue's ``max_message_bytes`` (the queue's
+    MaximumMessageSize, which the renderer writes; else the option, default SQS's
+    1 MiB, and SQS holds it to the queue's own limit); once consuming has started (see
     below for the check before), the receive loop logs them and keeps retrying, so
     a policy fixed meanwhile needs no worker restart. Clients: receives
     wait out the long poll (read timeout ``wait_time_seconds`` + 15 s, 6 attempts);
@@ -178,8 +182,9 @@ Options (``broker_transport_options``), with defaults:
 ``ack_flush_delay=0.1``, ``receive_batch_wait=0.1``, ``visibility_heartbeat=True``,
 ``eta_hold_limit=39600`` (0..39600; checked when the channel opens, ``ConfigError``),
 ``shutdown_timeout=10``, ``sts_external_id=None``, ``receive_max_backoff=60``,
-``session_token=None``; per predefined queue: ``dead_letter_queue`` (URL),
-``visibility_timeout``, ``sts_role_arn``.
+``session_token=None``, ``max_message_bytes=1048576``; per predefined queue:
+``dead_letter_queue`` (URL), ``visibility_timeout``, ``sts_role_arn``,
+``max_message_bytes`` (the queue's MaximumMessageSize; the renderer writes it).
 """
 
 from __future__ import annotations
@@ -211,6 +216,7 @@ from runtime.receive_window import ReceiveWindow
 from runtime.receiver import Receiver
 from runtime.errors import ConfigError, EtaTooFar, MessageTooLarge, TransportError
 from runtime.sqs_errors import error_code, typed_error
+from runtime.limits import MAX_MESSAGE_SIZE
 from runtime.visibility import MAX_ETA_HOLD_LIMIT, eta_of, park_delay
 
 logger = logging.getLogger(__name__)
@@ -305,7 +311,8 @@ class Channel(SQS.Channel):
 
     @cached_property
     def max_message_bytes(self) -> int:
-        return int(self.transport_options.get("max_message_bytes", publishing.MAX_BATCH_BYTES))
+        """The largest message of a queue whose predefined entry names none."""
+        return int(self.transport_options.get("max_message_bytes", MAX_MESSAGE_SIZE))
 
     @cached_property
     def eta_hold_limit(self) -> int:
@@ -339,6 +346,9 @@ class Channel(SQS.Channel):
 
     def _visibility_timeout_of(self, queue: str | None) -> int:
         return int(self._queue_option(queue, "visibility_timeout", self.visibility_timeout))
+
+    def _max_message_bytes_of(self, queue: str) -> int:
+        return int(self._queue_option(queue, "max_message_bytes", self.max_message_bytes))
 
     # clients -----------------------------------------------------------------------
     @cached_property
@@ -638,8 +648,9 @@ class Channel(SQS.Channel):
         task_id = str(headers.get("id") or "?")
         try:
             request = self._send_request(queue, message, **kwargs)
-            check_size(request, queue, self.max_message_bytes)
-            client = self.sqs(self.canonical_queue_name(queue), "publish")
+            name = self.canonical_queue_name(queue)
+            check_size(request, queue, self._max_message_bytes_of(name))
+            client = self.sqs(name, "publish")
             batch = publishing.current()
             if batch is not None:
                 batch.add(client, request, task_id)

@@ -13,6 +13,7 @@ from constructs import Construct
 
 from infra import rules
 from runtime.errors import SpecError
+from runtime.limits import CLASSIC_MESSAGE_SIZE, MAX_MESSAGE_SIZE
 from runtime.schema import BUNDLED
 
 CONSUME_ACTIONS = (
@@ -44,7 +45,9 @@ class CeleryQueue(Construct):
       default and minimum ``task_time_limit + max_countdown`` + 60 s.
     - ``receive_wait_time`` (default 20 s): long-poll wait, 0..20 s.
     - ``retention_period`` (default 4 days): 60 s..14 days, > visibility timeout.
-    - ``max_message_size_bytes`` (default 262144): 1024..1048576.
+    - ``max_message_size_bytes`` (default 262144, ``infra.settings`` says why):
+      1024..1048576. The DLQ takes 1048576 whatever it is, so a message moved there
+      with the kit's reason attributes fits.
     - ``dead_letter_queue`` (default ``True``), ``max_receive_count`` (default 5),
       ``dead_letter_retention_period`` (default 14 days, >= ``retention_period``).
     - ``backoff_policy`` (default none): kombu's ``{attempt: seconds}``; fewer steps
@@ -72,7 +75,7 @@ class CeleryQueue(Construct):
         visibility_timeout: Duration | None = None,
         receive_wait_time: Duration = Duration.seconds(20),
         retention_period: Duration = Duration.days(4),
-        max_message_size_bytes: int = 262_144,
+        max_message_size_bytes: int = CLASSIC_MESSAGE_SIZE,
         dead_letter_queue: bool = True,
         max_receive_count: int = 5,
         dead_letter_retention_period: Duration = Duration.days(14),
@@ -125,6 +128,7 @@ class CeleryQueue(Construct):
                 self, "DeadLetterQueue",
                 queue_name=rules.dead_letter_queue_name(queue_name),
                 retention_period=dead_letter_retention_period,
+                max_message_size_bytes=MAX_MESSAGE_SIZE,
                 encryption=sqs.QueueEncryption.KMS,
                 encryption_master_key=self.encryption_key,
                 enforce_ssl=True,

@@ -56,6 +56,7 @@ def _queue_entry(q, construct: CeleryQueue, dedicated_role: iam.IRole | None) ->
         "wait_time_seconds": q.receive_wait_time,
         "task_time_limit": q.task_time_limit,
         "max_countdown": q.max_countdown,
+        "max_message_bytes": q.max_message_size_bytes,
         "dead_letter_queue": None if dlq is None else {
             "url": dlq.queue_url,
             "arn": dlq.queue_arn,

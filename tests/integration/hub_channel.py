@@ -26,13 +26,18 @@ from local_aws.moto_server import REGION
 TRANSPORT = "runtime.transport:Transport"
 
 
-def make_queue(sqs, *, visibility: int, fifo: bool = False, dlq: bool = True) -> dict[str, Any]:
-    """A fresh queue on the emulator; its ``predefined_queues`` entry (with its DLQ URL)."""
+def make_queue(sqs, *, visibility: int, fifo: bool = False, dlq: bool = True,
+               max_message_bytes: int | None = None) -> dict[str, Any]:
+    """A fresh queue on the emulator; its ``predefined_queues`` entry (with its DLQ URL,
+    and its MaximumMessageSize when ``max_message_bytes`` sets one)."""
     name = f"h{uuid.uuid4().hex[:10]}" + (".fifo" if fifo else "")
     attrs = {"VisibilityTimeout": str(visibility)}
     if fifo:
         attrs["FifoQueue"] = "true"
     entry: dict[str, Any] = {"name": name, "visibility_timeout": visibility}
+    if max_message_bytes is not None:
+        attrs["MaximumMessageSize"] = str(max_message_bytes)
+        entry["max_message_bytes"] = max_message_bytes
     if dlq:
         dlq_name = name.replace(".fifo", "-dlq.fifo") if fifo else f"{name}-dlq"
         entry["dead_letter_queue"] = sqs.create_queue(

@@ -429,6 +429,25 @@ def test_worker_config_resolves_to_a_document_the_runtime_accepts(kit):
     assert config.result_backend.ttl_seconds == 86_400
 
 
+def test_each_queue_s_largest_message_reaches_its_queue_and_the_worker_config():
+    """The spec's limit per queue (default 256 KiB) is the queue's MaximumMessageSize and
+    the emitted document's ``max_message_bytes``; every DLQ takes 1 MiB, so a message
+    moved there with the kit's reason attributes fits."""
+    context = no_fleet_context()
+    context["queues"][1]["max_message_size_bytes"] = 1_048_576
+    kit = Kit(context)
+    sizes = {r["Properties"]["QueueName"]: r["Properties"].get("MaximumMessageSize")
+             for r in kit.template.find_resources("AWS::SQS::Queue").values()}
+    assert sizes == {"celery": 262_144, "reports": 1_048_576, "orders.fifo": 262_144,
+                     "celery-dlq": 1_048_576, "reports-dlq": 1_048_576,
+                     "orders-dlq.fifo": 1_048_576}
+    text = like_cloudformation(kit.json["Outputs"]["WorkerConfig"]["Value"], kit.resources,
+                               kit.spec.stack_name)
+    config = parse_document(json.loads(text), "WorkerConfig output")
+    assert {name: q.max_message_bytes for name, q in config.queues.items()} == {
+        "celery": 262_144, "reports": 1_048_576, "orders.fifo": 262_144}
+
+
 def test_worker_config_with_sts_names_the_roles_to_assume(sts_kit):
     kit = sts_kit
     text = like_cloudformation(kit.json["Outputs"]["WorkerConfig"]["Value"], kit.resources,

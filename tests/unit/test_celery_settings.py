@@ -23,11 +23,20 @@ def test_every_queue_is_predefined_with_its_url_and_backoff():
     assert predefined["celery"] == {
         "url": "https://sqs.us-east-1.amazonaws.com/123456789012/celery",
         "visibility_timeout": 1800,
+        "max_message_bytes": 262_144,
         "dead_letter_queue": "https://sqs.us-east-1.amazonaws.com/123456789012/celery-dlq",
         "backoff_policy": {1: 10, 2: 20},
         "backoff_tasks": ["app.tasks.flaky"],
     }
     assert "backoff_policy" not in predefined["reports"]
+
+
+def test_each_queue_carries_its_own_largest_message():
+    def larger(doc):
+        doc["queues"]["reports"]["max_message_bytes"] = 1_048_576
+    predefined = settings(larger)["broker_transport_options"]["predefined_queues"]
+    assert predefined["reports"]["max_message_bytes"] == 1_048_576
+    assert predefined["celery"]["max_message_bytes"] == 262_144
 
 
 def test_long_polls_with_no_extra_client_sleep():

@@ -139,6 +139,7 @@ def full_document() -> dict:
     doc.update(transport="bundled", endpoint_url="https://sqs.us-east-1.amazonaws.com",
                sts={"role_arn": ROLE, "token_timeout": 900, "external_id": "fleet-7"})
     doc["queues"]["celery"]["sts_role_arn"] = ROLE
+    doc["queues"]["celery"]["max_message_bytes"] = 1_048_576
     return doc
 
 
@@ -161,6 +162,8 @@ BAD_VALUES = [
     (("queues", "celery", "wait_time_seconds"), 25, "must be 0..20 seconds"),
     (("queues", "celery", "task_time_limit"), 0, "must be 1..43200 seconds"),
     (("queues", "celery", "max_countdown"), -1, "must be 0..43200 seconds"),
+    (("queues", "celery", "max_message_bytes"), 1_048_577, "must be 1024..1048576 bytes"),
+    (("queues", "celery", "max_message_bytes"), "1MiB", "must be int, got str"),
     (("queues", "celery", "dead_letter_queue"), "celery-dlq", "must be an object, got str"),
     (("queues", "celery", "backoff_policy"), {"one": 10}, "must map attempt numbers to seconds"),
     (("queues", "celery", "backoff_tasks"), "app.tasks.flaky", "must be a list of strings"),
@@ -195,6 +198,12 @@ def _with(path: tuple[str, ...], value) -> dict:
 def test_the_document_with_every_optional_field_is_valid():
     config = parse_document(full_document(), "outputs.json")
     assert config.sts.role_arn == config.queues["celery"].sts_role_arn == ROLE
+    assert config.queues["celery"].max_message_bytes == 1_048_576
+
+
+def test_a_document_without_a_queue_s_largest_message_means_256_kib():
+    """Written before the field: the limit the runtime then applied to every queue."""
+    assert parse_document(document(), "doc.json").queues["reports"].max_message_bytes == 262_144
 
 
 @pytest.mark.parametrize("path, value, rule", BAD_VALUES,

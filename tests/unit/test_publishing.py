@@ -66,6 +66,17 @@ def test_a_batch_never_passes_the_payload_cap():
     assert all(size <= MAX_BATCH_BYTES for size in sizes)
 
 
+def test_a_batch_takes_up_to_sqs_s_1_mib_whatever_each_message_s_size():
+    """Since 2025 SQS takes 1 MiB in a batch: three messages of 300 KB (each within its
+    queue's limit, which the transport checked) go in one call, not three."""
+    stub = StubSqs()
+    p = publisher()
+    for i in range(4):
+        p.add(stub, request(i, body="b" * 300_000), f"t{i}")
+    p.close()
+    assert [len(kw["Entries"]) for _a, kw in stub.calls] == [3, 1]
+
+
 def test_partial_failures_are_retried_or_named_and_the_close_raises():
     answers = iter([
         {"Failed": [{"Id": "1", "SenderFault": False, "Code": "InternalError"},

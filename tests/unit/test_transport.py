@@ -17,7 +17,8 @@ from kombu import Connection
 from kombu.transport.SQS.exceptions import UndefinedQueueException
 
 from runtime import events
-from runtime.errors import ConfigError, EtaTooFar, PublishError, QueueNotFound
+from runtime.errors import (ConfigError, EtaTooFar, MessageTooLarge, PublishError,
+                           QueueNotFound)
 from runtime.transport import Transport
 from tests.unit.stub_sqs import StubSqs
 
@@ -352,3 +353,30 @@ def test_a_publish_goes_through_the_publish_client_and_names_the_task_when_it_fa
                              "properties": {"body_encoding": "base64"}})
     assert raised.value.failed == {"task-9": "EndpointConnectionError"}
     assert profiles == ["publish"]
+
+
+def test_each_queue_takes_messages_up_to_its_own_limit(monkeypatch):
+    """A queue's ``max_message_bytes`` (its MaximumMessageSize, as rendered) is what a
+    publish is held to: a 600 KB body (800 KB in base64) goes to the 1 MiB queue, the
+    256 KiB one refuses it."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "unit")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unit")
+    urls = {name: f"https://sqs.example/123/{name}" for name in ("small", "large")}
+    connection = Connection(transport=Transport, transport_options={
+        "region": "us-east-1", "predefined_queues": {
+            "small": {"url": urls["small"], "max_message_bytes": 262_144},
+            "large": {"url": urls["large"], "max_message_bytes": 1_048_576}}})
+    channel = connection.channel()
+    stub = StubSqs()
+
+    class Clients:
+        def client(self, _service, _role, _profile):
+            return stub
+    monkeypatch.setattr(channel, "_credentials", Clients())
+    body = "x" * 600_000
+    channel._put("large", {"body": body, "headers": {"id": "t1"}, "properties": {}})
+    with pytest.raises(MessageTooLarge, match=r"\(800\d{3} bytes, the queue's limit is 262144 "
+                                              r"bytes\)"):
+        channel._put("small", {"body": body, "headers": {"id": "t2"}, "properties": {}})
+    assert [(action, kwargs["QueueUrl"]) for action, kwargs in stub.calls] == [
+        ("SendMessage", urls["large"])]
