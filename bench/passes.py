@@ -6,7 +6,7 @@ through proxies; idle cost. A batch-publishing row measures what batching change
 (publishing rate and requests); a delayed row, throughput at real SQS latency.
 The kit's counted and idle passes also run with a result table (moto's DynamoDB,
 behind its own counting proxy) and count what the revocation reader
-(``runtime.revocation``) adds: its reads of the revocations item."""
+(``runtime.revocation``) adds: its queries of the revocations table."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from pathlib import Path
 from local_aws.celery_worker import CeleryWorker
 from local_aws.counting_proxy import CountingProxy
 from local_aws.fauxqs import FauxqsServer
-from local_aws.fleet import (create_queue, create_result_table, prepare_worker_dir, sqs_client,
-                             worker_document, worker_env)
+from local_aws.fleet import (create_queue, create_result_table, create_revocation_table,
+                             prepare_worker_dir, sqs_client, worker_document, worker_env)
 from local_aws.moto_server import MotoServer
 from runtime.celery_settings import BUNDLED_PREFETCH
 
@@ -95,7 +95,7 @@ class Figures:
     counted_tasks: int = 0
     idle_requests_per_queue_hour: float | None = None
     revocation_reads: int | None = None
-    """The revocation item's reads while the counted tasks ran (kit rows)."""
+    """The revocation reader's queries while the counted tasks ran (kit rows)."""
     idle_revocation_reads_per_hour: float | None = None
 
     def as_result(self) -> dict:
@@ -130,6 +130,7 @@ class Figures:
 
 
 RESULT_TABLE = "bench-results"
+REVOCATION_TABLE = "bench-revocations"
 
 
 class Stage:
@@ -156,7 +157,8 @@ class Stage:
             self._start_result_table(self.results)
         prepare_worker_dir(self.work, worker_document(
                                {QUEUE: queue}, default_queue=QUEUE,
-                               result_table=RESULT_TABLE if self.results else None),
+                               result_table=RESULT_TABLE if self.results else None,
+                               revocation_table=REVOCATION_TABLE if self.results else None),
                            transport="bundled" if self.setting.transport == "kit" else "stock",
                            tasks_module="benchtasks",
                            tasks_source=(BENCH_DIR / "tasks.py").read_text())
@@ -173,6 +175,7 @@ class Stage:
     def _start_result_table(self, results: MotoServer) -> None:
         results.start()
         create_result_table(results.endpoint_url, RESULT_TABLE)
+        create_revocation_table(results.endpoint_url, REVOCATION_TABLE)
         self.table_proxy = CountingProxy(results.endpoint_url).start()
 
     def __exit__(self, *exc: object) -> None:
@@ -189,9 +192,10 @@ class Stage:
         return worker_env(self.work, endpoint_url, KIT_BENCH_RECORD=str(self.record), **tables)
 
     def revocation_reads(self) -> int:
-        """GetItem at the table: the workers read nothing else (the tasks store no result)."""
+        """Query at the tables: only the revocation reader queries (the tasks store no
+        result)."""
         assert self.table_proxy is not None
-        return self.table_proxy.counts().get("GetItem", 0)
+        return self.table_proxy.counts().get("Query", 0)
 
     def publish(self, count: int, endpoint_url: str, pace: float = 0.0) -> float:
         started = time.monotonic()

@@ -38,6 +38,10 @@ _BACKUP_REASON = (
     "The result table holds Celery task results that expire through TTL (a day by "
     "default) and can be recomputed; point-in-time recovery is on. An AWS Backup plan "
     "would keep expired results beyond their TTL.")
+_REVOCATIONS_BACKUP_REASON = (
+    "The revocations table holds short-lived entries (one per revoked task) that expire "
+    "through TTL once the task can no longer run; point-in-time recovery is on. An AWS "
+    "Backup plan would keep revocations beyond their use.")
 
 _IGW_ROUTE_REASON = (
     "Only the public subnets route 0.0.0.0/0 to the internet gateway, and they hold only "
@@ -75,10 +79,10 @@ ACKNOWLEDGMENTS: tuple[Acknowledged, ...] = (
     *(Acknowledged(f"{pack}::{pack}-IAMNoInlinePolicy", scope, _INLINE_POLICY_REASON)
       for pack in ("NIST.800.53.R5", "HIPAA.Security")
       for scope in ("Workers", "EcsWorkers", "Network")),
-    Acknowledged("NIST.800.53.R5::NIST.800.53.R5-DynamoDBInBackupPlan", "Results",
-                 _BACKUP_REASON),
-    Acknowledged("HIPAA.Security::HIPAA.Security-DynamoDBInBackupPlan", "Results",
-                 _BACKUP_REASON),
+    *(Acknowledged(f"{pack}::{pack}-DynamoDBInBackupPlan", scope, reason)
+      for pack in ("NIST.800.53.R5", "HIPAA.Security")
+      for scope, reason in (("Results", _BACKUP_REASON),
+                            ("Revocations", _REVOCATIONS_BACKUP_REASON))),
     *(Acknowledged(f"{pack}::{pack}-{rule}", "Network", reason)
       for pack in ("NIST.800.53.R5", "HIPAA.Security")
       for rule, reason in (("VPCNoUnrestrictedRouteToIGW", _IGW_ROUTE_REASON),

@@ -43,9 +43,9 @@ from typing import Any
 
 from runtime.errors import SpecError
 from runtime.limits import (FIFO_SUFFIX, MAX_COUNTDOWN, MAX_MESSAGE_SIZE,
-                            MAX_QUEUE_NAME_LENGTH, MAX_RECEIVE_COUNT, MAX_STS_SESSION,
-                            MAX_VISIBILITY_TIMEOUT, MAX_WAIT_TIME, MIN_MESSAGE_SIZE,
-                            MIN_RECEIVE_COUNT, MIN_STS_SESSION, QUEUE_NAME_BASE,
+                            MAX_QUEUE_NAME_LENGTH, MAX_RECEIVE_COUNT, MAX_RETENTION,
+                            MAX_STS_SESSION, MAX_VISIBILITY_TIMEOUT, MAX_WAIT_TIME,
+                            MIN_MESSAGE_SIZE, MIN_RECEIVE_COUNT, MIN_STS_SESSION, QUEUE_NAME_BASE,
                             VISIBILITY_MARGIN_SECONDS)
 from runtime.schema import BUNDLED, TRANSPORT_NAMES
 from runtime.visibility import MAX_ETA_HOLD_LIMIT, MAX_HOLD_SECONDS
@@ -63,7 +63,7 @@ MIN_BUNDLED_VISIBILITY = 30
 failed extension with a backoff of up to a quarter of it (``runtime.lane``); below 30 s
 one slow call (10 s read timeout) could use up what is left of the window."""
 
-MIN_RETENTION, MAX_RETENTION = 60, 1_209_600
+MIN_RETENTION = 60
 DLQ_SUFFIX = "-dlq"
 
 MAX_WORKERS = 1_000

@@ -1,7 +1,7 @@
 """Queues made on an emulator the way the stack makes them (each with a DLQ and
-redrive) and a result table, the worker-config document that describes them, a worker directory
-rendered from it, and the environment its processes run with: shared by the
-integration tests and the benchmark."""
+redrive), a result table and a revocations table, the worker-config document that
+describes them, a worker directory rendered from it, and the environment its processes
+run with: shared by the integration tests and the benchmark."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import boto3
 from local_aws.celery_worker import role_environment
 from local_aws.moto_server import REGION
 from runtime.render import main as render_main
-from runtime.schema import SCHEMA, VERSION
+from runtime.schema import (REVOCATION_EXPIRES_ATTRIBUTE, REVOCATION_SHARD_ATTRIBUTE,
+                            REVOCATION_TASK_ATTRIBUTE, REVOCATIONS_LIVE_INDEX, SCHEMA, VERSION)
 
 EMULATOR_KEYS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
 """Static keys for an emulator that does not check them; never real ones."""
@@ -34,6 +35,30 @@ def create_result_table(endpoint_url: str, name: str) -> str:
         TableName=name, BillingMode="PAY_PER_REQUEST",
         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+    return name
+
+
+def create_revocation_table(endpoint_url: str | None, name: str) -> str:
+    """A revocations table shaped as the stack makes it (``infra.constructs.RevocationTable``:
+    keys, keys-only ``live`` index, TTL on ``expires``); returns its name."""
+    client = boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=REGION,
+                          aws_access_key_id=EMULATOR_KEYS["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=EMULATOR_KEYS["AWS_SECRET_ACCESS_KEY"])
+    client.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": REVOCATION_SHARD_ATTRIBUTE, "KeyType": "HASH"},
+                   {"AttributeName": REVOCATION_TASK_ATTRIBUTE, "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": REVOCATION_SHARD_ATTRIBUTE, "AttributeType": "S"},
+            {"AttributeName": REVOCATION_TASK_ATTRIBUTE, "AttributeType": "S"},
+            {"AttributeName": REVOCATION_EXPIRES_ATTRIBUTE, "AttributeType": "N"}],
+        LocalSecondaryIndexes=[{
+            "IndexName": REVOCATIONS_LIVE_INDEX,
+            "KeySchema": [{"AttributeName": REVOCATION_SHARD_ATTRIBUTE, "KeyType": "HASH"},
+                          {"AttributeName": REVOCATION_EXPIRES_ATTRIBUTE, "KeyType": "RANGE"}],
+            "Projection": {"ProjectionType": "KEYS_ONLY"}}])
+    client.update_time_to_live(TableName=name, TimeToLiveSpecification={
+        "Enabled": True, "AttributeName": REVOCATION_EXPIRES_ATTRIBUTE})
     return name
 
 
@@ -64,11 +89,14 @@ def _arn(sqs, url: str) -> str:
 
 
 def worker_document(queues: dict[str, dict[str, Any]], *, default_queue: str,
-                    result_table: str | None = None) -> dict[str, Any]:
+                    result_table: str | None = None,
+                    revocation_table: str | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {"schema": SCHEMA, "version": VERSION, "region": REGION,
                            "default_queue": default_queue, "queues": queues}
     if result_table:
         doc["result_backend"] = {"table": result_table, "ttl_seconds": 3600}
+    if revocation_table:
+        doc["revocations"] = {"table": revocation_table}
     return doc
 
 

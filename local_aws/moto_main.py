@@ -5,7 +5,9 @@ SQS, IAM and STS; for every other service it asks about ``*``, which a
 least-privilege statement naming a table or parameter never matches. Rather
 than widen the kit's policies to suit the emulator, this launcher gives moto's
 DynamoDB and SSM handlers the same ``_determine_resource`` hook its SQS handler
-has, so enforcement stays exact.
+has (a request naming an index is checked against the index's ARN, as on AWS), so
+enforcement stays exact. moto evaluates no condition keys but ``sts:ExternalId``:
+DynamoDB's ``dynamodb:LeadingKeys`` and ``dynamodb:Attributes`` are not checked here.
 
 moto's CloudFormation also drops a table's ``TimeToLiveSpecification``; on AWS
 it is applied at creation, and Celery's result backend checks it at start-up.
@@ -43,9 +45,11 @@ def _dynamodb_resource(self: DynamoHandler) -> str:
     table = self._get_param("TableName")
     if not table:
         return "*"
-    if table.startswith("arn:"):
-        return table
-    return f"arn:aws:dynamodb:{self.region}:{self.current_account}:table/{table}"
+    arn = table if table.startswith("arn:") else \
+        f"arn:aws:dynamodb:{self.region}:{self.current_account}:table/{table}"
+    index = self._get_param("IndexName")
+    # AWS authorizes a query of an index against the index's ARN, not the table's.
+    return f"{arn}/index/{index}" if index else arn
 
 
 def _ssm_resource(self: SimpleSystemManagerResponse) -> str:

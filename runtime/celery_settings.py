@@ -35,6 +35,8 @@ Choices, and why:
   backend (``runtime.result_backend``: bounded client, Celery's retry loop switched on
   with ``RETRY_SETTINGS``, a result that cannot be stored logged, never costing a task
   run); with stock, Celery's own ``dynamodb://``, so that rendering stays settings only.
+- ``kit_revocations`` (bundled only): the revocations table, ``{"region", "table"}``,
+  where ``revoke()`` writes and every worker reads (``runtime.revocation``).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from typing import Any
 
 from kombu import Queue
 
-from runtime import result_backend
+from runtime import result_backend, revocation
 from runtime.config import QueueConfig, WorkerConfig
 from runtime.schema import BUNDLED, STOCK
 
@@ -110,6 +112,9 @@ def celery_settings(config: WorkerConfig, *,
             settings.update(result_backend.RETRY_SETTINGS)
     else:
         settings["task_ignore_result"] = True
+    if config.revocations is not None and transport != STOCK_TRANSPORT:
+        settings[revocation.SETTING] = {"region": config.region,
+                                        "table": config.revocations.table}
     return settings
 
 

@@ -10,7 +10,7 @@ document's ``transport``) unless ``CELERY_SQS_KIT_TRANSPORT`` (``bundled`` or
 
 Importing it also installs the kit's worker hooks (:mod:`runtime.hooks`): the
 health state file, EMF metrics, ECS scale-in protection and revocation through the
-result table.
+revocations table.
 """
 
 import os

@@ -22,7 +22,8 @@ The document (schema ``celery-sqs-kit/worker-config``, version 1)::
                            "backoff_policy": {"1": 10}, "backoff_tasks": [...],
                            "routes": [...], "sts_role_arn": null}},
      "sts": {"role_arn", "token_timeout", "external_id"} | null,
-     "result_backend": {"table", "ttl_seconds"} | null}
+     "result_backend": {"table", "ttl_seconds"} | null,
+     "revocations": {"table"} | null}           # optional: runtime.revocation's table
 
 Optional fields may be absent (CloudFormation drops nulls). ``max_message_bytes`` is
 the queue's MaximumMessageSize; a document written before it carried the field means
@@ -96,6 +97,13 @@ class ResultBackendConfig:
 
 
 @dataclass(frozen=True)
+class RevocationsConfig:
+    table: str
+    """The revocations table (:mod:`runtime.revocation`); the stack makes it with the
+    result table."""
+
+
+@dataclass(frozen=True)
 class WorkerConfig:
     source: str
     region: str
@@ -107,6 +115,9 @@ class WorkerConfig:
     queues: Mapping[str, QueueConfig]
     sts: StsConfig | None
     result_backend: ResultBackendConfig | None
+    revocations: RevocationsConfig | None
+    """``None``: revoking is refused and workers read no revocations (a stack without
+    a result backend, or a document from before the revocations table)."""
 
 
 def seconds_from_env(name: str) -> float | None:
@@ -182,11 +193,14 @@ def parse_document(data: Any, source: str) -> WorkerConfig:
     result_raw = doc.get("result_backend")
     results = None if result_raw is None else ResultBackendConfig(
         table=_field(_mapping(result_raw, source, "result_backend"), "table", str, source,
-                     "result_backend.", _format(limits.TABLE_NAME, "must be a DynamoDB table "
-                                                "name: 3..255 letters, digits, '_', '-', '.'")),
+                     "result_backend.", _TABLE_NAME),
         ttl_seconds=_field(result_raw, "ttl_seconds", int, source, "result_backend.",
                            _range(limits.MIN_RESULT_TTL, limits.MAX_RESULT_TTL, "seconds")),
     )
+    revocations_raw = doc.get("revocations")
+    revocations = None if revocations_raw is None else RevocationsConfig(
+        table=_field(_mapping(revocations_raw, source, "revocations"), "table", str, source,
+                     "revocations.", _TABLE_NAME))
     return WorkerConfig(
         source=source,
         region=_field(doc, "region", str, source, "", _format(
@@ -198,6 +212,7 @@ def parse_document(data: Any, source: str) -> WorkerConfig:
         queues=MappingProxyType(queues),
         sts=sts,
         result_backend=results,
+        revocations=revocations,
     )
 
 
@@ -332,6 +347,8 @@ def _one_of(choices: tuple[str, ...]) -> Check:
 
 _HTTP_URL = _format(limits.HTTP_URL, "must be an http:// or https:// URL")
 _SQS_ARN = _format(limits.SQS_ARN, "must be an SQS queue ARN (arn:aws:sqs:REGION:ACCOUNT:NAME)")
+_TABLE_NAME = _format(limits.TABLE_NAME, "must be a DynamoDB table name: 3..255 letters, "
+                      "digits, '_', '-', '.'")
 _ROLE_ARN = _format(limits.ROLE_ARN, "must be an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")
 
 

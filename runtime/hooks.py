@@ -7,7 +7,7 @@ stock rendering is settings only).
 - :mod:`runtime.metrics`: per-queue CloudWatch EMF lines on stdout;
 - :mod:`runtime.scale_in`: ECS task scale-in protection while tasks run (only where
   ``ECS_AGENT_URI`` is set);
-- :mod:`runtime.revocation`: ``revoke()`` through the result table, read by every worker.
+- :mod:`runtime.revocation`: ``revoke()`` through the revocations table, read by every worker.
 
 Each connects to Celery's signals once, so installing twice changes nothing.
 """

@@ -15,6 +15,9 @@ MAX_ETA_SECONDS = 30 * 86_400
 later goes to its queue's DLQ with its reason instead of being parked for ever (each park
 is a new message, so retention, the receive count and the age alarm never see it), and a
 revocation lasts at least this long, so it outlives any task it can name."""
+MAX_RETENTION = 1_209_600
+"""SQS: a message is kept at most 14 days; a task with no ETA cannot run later than that
+after its last send."""
 MAX_WAIT_TIME = 20
 VISIBILITY_MARGIN_SECONDS = 60
 """Slack between a task's hard time limit and its message becoming visible again (the

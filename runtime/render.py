@@ -12,7 +12,7 @@ checked for the bundled transport warns on stderr of the queues whose tasks may
 outlive their visibility timeout (stock never extends it: such a task runs twice).
 With the bundled transport the file ends by installing
 the kit's worker hooks (:mod:`runtime.hooks`: health state file, metrics, scale-in
-protection, revoke through the result table), as ``runtime.celeryconfig`` does; the
+protection, revoke through the revocations table), as ``runtime.celeryconfig`` does; the
 stock rendering is settings only, for kombu's transport as it ships.
 """
 
@@ -52,7 +52,7 @@ def render(config: WorkerConfig, *, transport: str | None = None) -> str:
         lines.append(f"{name} = {_literal(value)}")
     if transport == BUNDLED_TRANSPORT:
         lines += ["", "# The kit's worker hooks: health state file, metrics, scale-in protection,",
-                  "# revoke through the result table (runtime.hooks).",
+                  "# revoke through the revocations table (runtime.hooks).",
                   "from runtime.hooks import install as _install_kit_hooks  # noqa: E402",
                   "", "_install_kit_hooks()"]
     return "\n".join(lines) + "\n"

@@ -45,4 +45,5 @@ def document() -> dict[str, Any]:
         "queues": {"celery": celery, "reports": reports,
                    "orders.fifo": queue_entry("orders.fifo", fifo=True)},
         "result_backend": {"table": "results-table", "ttl_seconds": 86400},
+        "revocations": {"table": "revocations-table"},
     })

@@ -8,7 +8,6 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-from runtime.schema import REVOCATIONS_ITEM
 
 KEY_ATTRIBUTE = "id"
 TTL_ATTRIBUTE = "ttl"
@@ -64,13 +63,3 @@ class ResultTable(Construct):
         self.encryption_key.grant(grantee, *KEY_WRITE_ACTIONS)
         return iam.Grant.add_to_principal(grantee=grantee, actions=list(WRITE_ACTIONS),
                                           resource_arns=[self.table.table_arn])
-
-    def grant_revoke(self, grantee: iam.IGrantable) -> iam.Grant:
-        """What ``runtime.revocation.revoke`` needs: update the one revocations item
-        (``dynamodb:LeadingKeys``), never a task's result."""
-        self.encryption_key.grant(grantee, *KEY_WRITE_ACTIONS)
-        return iam.Grant.add_to_principal(
-            grantee=grantee, actions=["dynamodb:UpdateItem"],
-            resource_arns=[self.table.table_arn],
-            conditions={"ForAllValues:StringEquals": {
-                "dynamodb:LeadingKeys": [REVOCATIONS_ITEM]}})

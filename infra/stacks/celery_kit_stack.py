@@ -12,7 +12,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-from infra.constructs import CeleryQueue, QueueAlarms, ResultTable, WorkerRoles
+from infra.constructs import (CeleryQueue, QueueAlarms, ResultTable, RevocationTable,
+                              WorkerRoles)
 from infra.constructs.worker_network import AZ_COUNT
 from infra.settings import KitSpec
 from infra.stacks.worker_config import worker_config_document
@@ -50,7 +51,8 @@ class CeleryKitStack(Stack):
     results), ``roles`` (:class:`WorkerRoles`), ``broker_role`` (the shared STS
     role or ``None``), ``dedicated_roles`` (per-queue STS roles), ``producer_role``
     (or ``None``), ``queues`` (name -> :class:`CeleryQueue`), ``results``
-    (:class:`ResultTable` or ``None``), ``config_parameter``, ``worker_config``
+    (:class:`ResultTable` or ``None``), ``revocations`` (:class:`RevocationTable`, made
+    with the result table, else ``None``), ``config_parameter``, ``worker_config``
     (the document, with Tokens), ``fleets`` (:class:`WorkerFleets`: the VPC, the
     ECS service and the EC2 group the spec's ``workers`` block asks for), ``alarms``
     (:class:`QueueAlarms`: topic, per-queue alarms, dashboard; ``None`` when the
@@ -59,7 +61,9 @@ class CeleryKitStack(Stack):
     Who may do what: a queue is consumed by the principal that holds its access
     (its dedicated role, else the shared STS role, else the worker roles
     themselves); that principal may also send to it unless ``workers_send`` is
-    false. The producer role may send to every queue and read results.
+    false. The producer role may send to every queue and read results. Revocations:
+    the producer role may only put revocation entries, the worker roles may only query
+    the live ones (:meth:`_grant_revocations`).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, spec: KitSpec,
@@ -120,11 +124,16 @@ class CeleryKitStack(Stack):
                 self.results.grant_write_results(role)
             if self.producer_role is not None:
                 self.results.grant_read_results(self.producer_role)
-                self.results.grant_revoke(self.producer_role)
+        # Named after the stack, like its queues: a name known at synth keeps the emitted
+        # document's size exact (a deploy-time name is estimated at TOKEN_ALLOWANCE).
+        self.revocations = RevocationTable(
+            self, "Revocations", table_name=f"{self.stack_name}-revocations",
+            encryption_key=self.key) if spec.result_backend.enabled else None
+        self._grant_revocations()
 
         self.worker_config = worker_config_document(
             spec, queues=self.queues, dedicated_roles=self.dedicated_roles,
-            broker_role=self.broker_role, results=self.results)
+            broker_role=self.broker_role, results=self.results, revocations=self.revocations)
         config_json = self.to_json_string(self.worker_config)
         self.config_parameter = ssm.StringParameter(
             self, "WorkerConfigParameter",
@@ -176,6 +185,17 @@ class CeleryKitStack(Stack):
         worker VPC needs no lookup at synth: no credentials, no cdk.context.json, and
         the same template for every account."""
         return [Fn.select(i, Fn.get_azs()) for i in range(AZ_COUNT)]
+
+    def _grant_revocations(self) -> None:
+        """Workers read revocations (the base roles, like results: never the STS role);
+        only the producer writes them. No worker may write or delete one, so a
+        compromised worker cannot lift or forge a revocation."""
+        if self.revocations is None:
+            return
+        for role in self.roles.worker_roles:
+            self.revocations.grant_read_revocations(role)
+        if self.producer_role is not None:
+            self.revocations.grant_revoke(self.producer_role)
 
     def _access_holders(self, queue_name: str) -> tuple[iam.IRole, ...]:
         if queue_name in self.dedicated_roles:

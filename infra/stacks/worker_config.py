@@ -14,7 +14,7 @@ from typing import Any
 from aws_cdk import Aws
 from aws_cdk import aws_iam as iam
 
-from infra.constructs import CeleryQueue, ResultTable
+from infra.constructs import CeleryQueue, ResultTable, RevocationTable
 from infra.settings import KitSpec
 from runtime.schema import SCHEMA, VERSION
 
@@ -22,7 +22,8 @@ from runtime.schema import SCHEMA, VERSION
 def worker_config_document(spec: KitSpec, *, queues: Mapping[str, CeleryQueue],
                            dedicated_roles: Mapping[str, iam.IRole],
                            broker_role: iam.IRole | None,
-                           results: ResultTable | None) -> dict[str, Any]:
+                           results: ResultTable | None,
+                           revocations: RevocationTable | None) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "version": VERSION,
@@ -42,6 +43,9 @@ def worker_config_document(spec: KitSpec, *, queues: Mapping[str, CeleryQueue],
         "result_backend": None if results is None else {
             "table": results.table.table_name,
             "ttl_seconds": spec.result_backend.ttl_seconds,
+        },
+        "revocations": None if revocations is None else {
+            "table": revocations.table_name,
         },
     }
 

@@ -6,9 +6,18 @@ assumed-role credentials. It cannot evaluate role chaining, so the STS broker
 role's trust (worker roles only, ExternalId) is proven by Template assertions in
 tests/unit and its assumption is exercised on a moto without enforcement in
 tests/integration/test_sts_roles.py.
+
+The DynamoDB rows: who may write or read revocations and results. moto checks the
+action and the table (or index) ARN (``local_aws.moto_main``), but no DynamoDB
+condition key: that the producer's ``PutItem`` on the revocations table is limited to
+revocation entries (``dynamodb:LeadingKeys``, ``dynamodb:Attributes``) is proven by
+Template assertions in tests/unit, and :func:`test_the_emulator_does_not_check_dynamodb_condition_keys`
+fails the day moto starts checking them, so that the matrix can take that row over.
 """
 
 from __future__ import annotations
+
+import time
 
 import boto3
 import pytest
@@ -16,6 +25,7 @@ from botocore.exceptions import ClientError
 
 from local_aws.moto_server import REGION
 from runtime.config import load_config
+from runtime.schema import REVOCATION_SHARD, REVOCATIONS_LIVE_INDEX
 
 pytestmark = pytest.mark.e2e
 
@@ -45,17 +55,26 @@ CASES += [(role, action, f"{queue}:dlq") for role in ROLES for queue in QUEUES
 CASES += [(role, action, "celery") for role in ROLES for action in CONTROL_PLANE]
 
 
-@pytest.fixture(scope="module")
-def clients(stage):
+def role_clients(stage, service: str) -> dict:
     sts = stage.operator.session().client("sts", endpoint_url=stage.moto.endpoint_url)
     out = {}
     for role in ROLES:
         c = sts.assume_role(RoleArn=stage.outputs[role], RoleSessionName="matrix")["Credentials"]
-        out[role] = boto3.client("sqs", endpoint_url=stage.moto.endpoint_url, region_name=REGION,
-                                 aws_access_key_id=c["AccessKeyId"],
+        out[role] = boto3.client(service, endpoint_url=stage.moto.endpoint_url,
+                                 region_name=REGION, aws_access_key_id=c["AccessKeyId"],
                                  aws_secret_access_key=c["SecretAccessKey"],
                                  aws_session_token=c["SessionToken"])
     return out
+
+
+@pytest.fixture(scope="module")
+def clients(stage):
+    return role_clients(stage, "sqs")
+
+
+@pytest.fixture(scope="module")
+def tables(stage):
+    return role_clients(stage, "dynamodb")
 
 
 def call(sqs, action: str, url: str) -> None:
@@ -102,3 +121,75 @@ def test_role_action_queue(stage, clients, role, action, queue):
 
 def test_matrix_size():
     assert len(CASES) == 3 * (3 * 5 + 3 * 2 + 6) == 81
+    assert len(TABLE_CASES) == 3 * 6 == 18
+
+
+# --- revocations and results ---------------------------------------------------------
+
+TABLE_ACTIONS = {
+    # (table, action): who may; the request each makes is in table_call.
+    ("revocations", "PutEntry"): {"ProducerRoleArn"},      # revoke()
+    ("revocations", "QueryLive"): WORKER,                  # every worker's reader
+    ("revocations", "UpdateItem"): set(),                  # nobody lifts a revocation...
+    ("revocations", "DeleteItem"): set(),                  # ...or removes one
+    ("results", "UpdateItem"): WORKER,                     # the producer may not SET ttl
+    ("results", "PutItem"): WORKER,                        # nor write a result
+}
+TABLE_CASES = [(role, table, action) for role in ROLES
+               for (table, action) in TABLE_ACTIONS]
+
+
+def table_call(ddb, action: str, table: str) -> None:
+    entry = {"shard": {"S": REVOCATION_SHARD}, "task_id": {"S": "matrix-task"},
+             "expires": {"N": str(int(time.time()) + 600)}}
+    calls = {
+        "PutEntry": lambda: ddb.put_item(TableName=table, Item=entry),
+        "QueryLive": lambda: ddb.query(
+            TableName=table, IndexName=REVOCATIONS_LIVE_INDEX,
+            KeyConditionExpression="shard = :s AND expires > :now",
+            ExpressionAttributeValues={":s": {"S": REVOCATION_SHARD},
+                                       ":now": {"N": str(int(time.time()))}}),
+        "UpdateItem": lambda: ddb.update_item(
+            TableName=table, Key=_key(table), UpdateExpression="SET #ttl = :one",
+            ExpressionAttributeNames={"#ttl": "expires" if "revocations" in table else "ttl"},
+            ExpressionAttributeValues={":one": {"N": "1"}}),
+        "DeleteItem": lambda: ddb.delete_item(TableName=table, Key=_key(table)),
+        "PutItem": lambda: ddb.put_item(TableName=table, Item={"id": {"S": "matrix-result"}}),
+    }
+    calls[action]()
+
+
+def _key(table: str) -> dict:
+    if "revocations" in table:
+        return {"shard": {"S": REVOCATION_SHARD}, "task_id": {"S": "matrix-task"}}
+    return {"id": {"S": "matrix-result"}}
+
+
+def table_allowed(ddb, action: str, table: str) -> bool:
+    try:
+        table_call(ddb, action, table)
+    except ClientError as error:
+        if error.response["Error"]["Code"] in ("AccessDenied", "AccessDeniedException", "403"):
+            return False
+    return True
+
+
+def table_names(stage) -> dict[str, str]:
+    config = load_config(str(stage.outputs_file))
+    return {"revocations": config.revocations.table, "results": config.result_backend.table}
+
+
+@pytest.mark.parametrize("role, table, action", TABLE_CASES,
+                         ids=[f"{r[:-7]}-{a}-{t}" for r, t, a in TABLE_CASES])
+def test_role_action_table(stage, tables, role, table, action):
+    name = table_names(stage)[table]
+    assert table_allowed(tables[role], action, name) is (role in TABLE_ACTIONS[(table, action)])
+
+
+def test_the_emulator_does_not_check_dynamodb_condition_keys(stage, tables):
+    """The producer's PutItem names the revocations table with conditions on the
+    partition and the attributes; AWS refuses this item, moto lets it through. Should
+    this fail, moto checks them: make it a denial row of the matrix."""
+    name = table_names(stage)["revocations"]
+    tables["ProducerRoleArn"].put_item(TableName=name, Item={
+        "shard": {"S": "not-revocations"}, "task_id": {"S": "x"}, "payload": {"S": "x"}})

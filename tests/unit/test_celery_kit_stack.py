@@ -17,7 +17,7 @@ from infra.settings import load_spec
 from infra.stacks import CeleryKitStack
 from runtime.config import parse_document
 from runtime.errors import SpecError
-from runtime.schema import REVOCATIONS_ITEM
+from runtime.schema import REVOCATION_SHARD
 from tests.unit.cdk_context import ROOT, default_context, no_fleet_context, sts_context
 
 CDK_JSON = json.loads((ROOT / "cdk.json").read_text())
@@ -30,6 +30,7 @@ SEND = {"sqs:SendMessage"}
 RESULT_READ = {"dynamodb:DescribeTable", "dynamodb:DescribeTimeToLive", "dynamodb:GetItem",
                "dynamodb:BatchGetItem"}
 RESULT_WRITE = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+REVOCATIONS_READ = {"dynamodb:Query"}
 FORBIDDEN = {"sqs:ListQueues", "sqs:CreateQueue", "sqs:GetQueueUrl", "sqs:DeleteQueue",
              "sqs:SetQueueAttributes", "sqs:PurgeQueue", "sqs:*", "*"}
 CREDENTIAL_WORDS = ("accesskey", "access_key", "secretaccesskey", "secret_access_key",
@@ -79,6 +80,14 @@ class Kit:
     @property
     def table(self) -> str:
         return self.ref(self.stack.results.table.table_arn)
+
+    @property
+    def revocations(self) -> str:
+        return self.ref(self.stack.revocations.table.table_arn)
+
+    @property
+    def live_revocations(self) -> str:
+        return self.ref(self.stack.revocations.live_index_arn)
 
     def roles(self) -> dict[str, dict]:
         """Every IAM role: logical id -> resource."""
@@ -190,10 +199,20 @@ def test_worker_role_access_is_exactly_queues_results_key_and_config(kit, worker
         kit.dlq("reports"): SEND,
         kit.dlq("orders.fifo"): SEND,
         kit.table: RESULT_READ | RESULT_WRITE,
+        kit.live_revocations: REVOCATIONS_READ,
         kit.key: {"kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"},
         kit.parameter: {"ssm:GetParameter"},
         **kit.fleet_access(worker),
     }
+
+
+def test_only_the_producer_may_write_revocations_and_workers_only_query_live_ones(any_kit):
+    kit = any_kit
+    assert kit.role_ids_with_access_to(kit.revocations) == {kit.role_id(kit.stack.producer_role)}
+    assert kit.role_ids_with_access_to(kit.live_revocations) == {
+        kit.role_id(worker) for worker in kit.worker_roles}
+    for role_id in kit.role_ids_with_access_to(kit.live_revocations):
+        assert kit.access_of_id(role_id)[kit.live_revocations] == REVOCATIONS_READ
 
 
 def test_no_identity_policy_grants_queue_admin_discovery_or_wildcards(any_kit):
@@ -230,17 +249,22 @@ def test_producer_may_only_send_tasks_read_results_revoke_and_read_config(any_ki
         kit.queue("reports"): SEND,
         kit.queue("orders.fifo"): SEND,
         kit.key: {"kms:GenerateDataKey", "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt"},
-        kit.table: RESULT_READ | {"dynamodb:UpdateItem"},
+        kit.table: RESULT_READ,
+        kit.revocations: {"dynamodb:PutItem"},
         kit.parameter: {"ssm:GetParameter"},
     }
 
 
-def test_producer_may_update_only_the_revocations_item_of_the_result_table(kit):
+def test_producer_may_put_only_revocation_entries_with_their_three_attributes(kit):
     (statement,) = [s for s in kit.statements(kit.role_id(kit.stack.producer_role))
-                    if "dynamodb:UpdateItem" in as_list(s["Action"])]
-    assert as_list(statement["Action"]) == ["dynamodb:UpdateItem"]
+                    if any(a.startswith("dynamodb:") and a not in RESULT_READ
+                           for a in as_list(s["Action"]))]
+    assert as_list(statement["Action"]) == ["dynamodb:PutItem"]
+    assert as_list(statement["Resource"]) == [kit.stack.resolve(
+        kit.stack.revocations.table.table_arn)]
     assert statement["Condition"] == {"ForAllValues:StringEquals": {
-        "dynamodb:LeadingKeys": [REVOCATIONS_ITEM]}}
+        "dynamodb:LeadingKeys": [REVOCATION_SHARD],
+        "dynamodb:Attributes": ["shard", "task_id", "expires"]}}
 
 
 def test_producer_cannot_touch_dead_letter_queues(kit):
@@ -256,6 +280,7 @@ def test_without_producer_role_there_is_no_producer_output():
     assert lean.template.find_outputs("ProducerRoleArn") == {}
     lean.template.resource_count_is("AWS::IAM::Role", 2)
     lean.template.resource_count_is("AWS::DynamoDB::Table", 0)
+    assert lean.stack.revocations is None
     for worker in lean.worker_roles:
         assert not any(a.startswith("dynamodb:") for actions in lean.access(worker).values()
                        for a in actions)
@@ -274,7 +299,8 @@ def test_with_sts_worker_roles_hold_no_queue_actions(sts_kit, worker):
     assert {action.split(":")[0] for action in actions} == {"sts", "dynamodb", "kms", "ssm"}
     assert set(access) == {sts_kit.ref(sts_kit.stack.broker_role.role_arn),
                            sts_kit.ref(sts_kit.stack.dedicated_roles["reports"].role_arn),
-                           sts_kit.table, sts_kit.key, sts_kit.parameter}
+                           sts_kit.table, sts_kit.live_revocations, sts_kit.key,
+                           sts_kit.parameter}
 
 
 @WORKERS
@@ -427,6 +453,7 @@ def test_worker_config_resolves_to_a_document_the_runtime_accepts(kit):
     assert dict(config.queues["celery"].backoff_policy) == {1: 10, 2: 20, 3: 40}
     assert config.sts is None
     assert config.result_backend.ttl_seconds == 86_400
+    assert config.revocations.table == f"{kit.spec.stack_name}-revocations"
 
 
 def test_each_queue_s_largest_message_reaches_its_queue_and_the_worker_config():

@@ -107,6 +107,12 @@ def test_without_result_table_results_are_ignored():
     assert s["task_ignore_result"] is True
 
 
+def test_revocations_table_is_named_for_the_bundled_transport_only():
+    assert settings()["kit_revocations"] == {"region": "us-east-1", "table": "revocations-table"}
+    assert "kit_revocations" not in settings(transport=STOCK_TRANSPORT)
+    assert "kit_revocations" not in settings(lambda d: d.pop("revocations"))
+
+
 def test_sts_role_becomes_transport_options():
     def with_sts(doc):
         doc["sts"] = {"role_arn": "arn:aws:iam::123456789012:role/broker", "token_timeout": 1800,

@@ -10,8 +10,8 @@ import pytest
 from moto import mock_aws
 
 from runtime.config import (ENV_DOCUMENT, ENV_SOURCE, DeadLetterConfig, QueueConfig,
-                            ResultBackendConfig, StsConfig, WorkerConfig, load_config,
-                            parse_document)
+                            ResultBackendConfig, RevocationsConfig, StsConfig, WorkerConfig,
+                            load_config, parse_document)
 from runtime.errors import ConfigError
 from tests.documents import document
 
@@ -26,7 +26,14 @@ def test_valid_document_loads_every_field():
     assert celery.dead_letter_queue.max_receive_count == 5
     assert config.queues["orders.fifo"].fifo is True
     assert config.result_backend.table == "results-table"
+    assert config.revocations.table == "revocations-table"
     assert config.sts is None and config.endpoint_url is None
+
+
+def test_a_document_from_before_the_revocations_table_loads_without_one():
+    doc = document()
+    del doc["revocations"]
+    assert parse_document(doc, "doc.json").revocations is None
 
 
 def test_outputs_file_with_one_stack_is_read(tmp_path):
@@ -179,6 +186,8 @@ BAD_VALUES = [
     (("sts", "external_id"), "x", "must be 2..1224 characters (STS rule)"),
     (("result_backend", "table"), "r", "must be a DynamoDB table name"),
     (("result_backend", "ttl_seconds"), 59, "must be 60..31536000 seconds"),
+    (("revocations",), "revocations-table", "must be an object, got str"),
+    (("revocations", "table"), "bad name!", "must be a DynamoDB table name"),
 ]
 
 
@@ -224,7 +233,8 @@ def _covered(path: tuple[str, ...]) -> tuple[type, str]:
         if len(path) == 2:
             return QueueConfig, "name"
         return (QueueConfig, path[2]) if len(path) == 3 else (DeadLetterConfig, path[3])
-    nested = {"sts": StsConfig, "result_backend": ResultBackendConfig}
+    nested = {"sts": StsConfig, "result_backend": ResultBackendConfig,
+              "revocations": RevocationsConfig}
     return (nested[path[0]], path[1]) if len(path) == 2 else (WorkerConfig, path[0])
 
 
@@ -235,7 +245,8 @@ NOT_IN_THE_DOCUMENT = {(WorkerConfig, "source")}
 def test_every_config_field_has_a_bad_value_row():
     covered = {_covered(path) for path, _value, _rule in BAD_VALUES}
     every = {(cls, f.name) for cls in (WorkerConfig, QueueConfig, DeadLetterConfig, StsConfig,
-                                       ResultBackendConfig) for f in fields(cls)}
+                                       ResultBackendConfig, RevocationsConfig)
+             for f in fields(cls)}
     missing = sorted(f"{cls.__name__}.{name}" for cls, name in every - covered
                      - NOT_IN_THE_DOCUMENT)
     assert missing == [], "add a BAD_VALUES row for each"
