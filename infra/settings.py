@@ -53,12 +53,14 @@ field                            default      meaning
 ``task_time_limit``              ``1500``     Celery hard time limit for this queue's tasks
 ``max_countdown``                ``0``        longest ETA/countdown planned on this queue
 ``routes``                       ``[]``       task name globs routed to this queue
-``workers_send``                 ``true``     workers may SendMessage here (retry(),
-                                              chains, parking ETAs beyond 11 h); false =
-                                              consume-only, and ``max_countdown`` at
-                                              most 39600 with the bundled transport
+``workers_send``                 ``true``     the workers that consume this queue may
+                                              SendMessage here (retry(), chains, parking
+                                              ETAs beyond 11 h); false = consume-only,
+                                              and ``max_countdown`` at most 39600 with
+                                              the bundled transport
 ``dedicated_role``               ``false``    a per-queue STS role that alone can use the
-                                              queue (needs ``sts.enabled``)
+                                              queue, assumable only by the fleets that
+                                              consume it (needs ``sts.enabled``)
 ``max_message_age``              derived      seconds: alarm when the oldest message is
                                               older (see Alarms, below); 60 ..
                                               ``retention_period`` - 1
@@ -94,7 +96,8 @@ configuration from the stack's SSM parameter, in a VPC the stack makes.
 field                          default              meaning
 =============================  ===================  =========================================
 ``queues``                     every queue          the queues this fleet consumes (``-Q``)
-                                                    and scales on
+                                                    and scales on; its identity reaches
+                                                    these alone (below)
 ``min_capacity``               ``0``                fewest workers; 0 lets an idle fleet
                                                     cost nothing
 ``max_capacity``               ``2``                most workers, >= ``min_capacity``, >= 1
@@ -126,6 +129,10 @@ field                          default              meaning
 ``workers.scaling`` (default ``true``): each fleet scales on its backlog (below), and the
 EC2 fleet has its termination hook; ``false`` leaves out the scaling resources and the
 hook, for an emulator without those types (as ``-c celery_sqs_kit:scaling=false`` does).
+
+``workers.deployed`` (default ``true``): ``false`` leaves both fleets' resources out (as
+``-c celery_sqs_kit:fleets=false`` does) while their ``queues`` still decide what each
+worker identity may reach: the local stage's emulator lacks the scaling types.
 
 The scaling target, derived: one worker holds at most ``concurrency x prefetch
 multiplier`` messages at once (its pool's processes, each with its prefetched
@@ -161,8 +168,20 @@ backoff delays, one redelivery after a lost worker, then its run. The shipped
 ``celery`` queue (bundled, so a 60 s visibility timeout): 0 + 70 + 60 + 1500 =
 1630 s.
 
-``-c celery_sqs_kit:fleets=false`` leaves both fleets out whatever the spec says:
-the local stage deploys to an emulator without the scaling resource types.
+Who reaches which queue: a fleet's identity (the ECS task role, the EC2 instance role)
+may consume exactly the queues its ``queues`` names, move their poison messages to
+their DLQs, and send to those of them with ``workers_send``; nothing on any other
+queue (a task that publishes to another fleet's queue is refused: route it through
+the producer). With ``sts.enabled`` that access sits on a broker role per set of
+fleets sharing queues (``BrokerRole`` for queues both fleets consume,
+``BrokerRoleEcs``/``BrokerRoleEc2`` for one fleet's own), each assumable only by those
+fleets' identities, and each queue's entry in the worker configuration names its
+role. With no fleet in the spec (workers of your own), both identities reach every
+queue.
+
+``-c celery_sqs_kit:fleets=false`` leaves both fleets' resources out whatever the spec
+says (the local stage deploys to an emulator without the scaling resource types); their
+``queues`` still decide the identities' access.
 ``-c celery_sqs_kit:scaling=false`` keeps the fleets but leaves out their scaling
 (target tracking, step policies, alarms) and the EC2 termination hook, the types
 the emulator lacks: a local stage that runs the deployed task definition.
@@ -275,11 +294,28 @@ class Ec2FleetSpec(FleetSpec):
     instance_type: str = "t3.small"
 
 
+FLEET_NAMES = ("ecs", "ec2")
+"""The fleets, in the order their identities are listed (task role, instance role)."""
+
+
 @dataclass(frozen=True)
 class WorkersSpec:
     ecs: EcsFleetSpec | None = None
     ec2: Ec2FleetSpec | None = None
     scaling: bool = True
+    deployed: bool = True
+    """False (``-c celery_sqs_kit:fleets=false``): the fleets' resources are left out, but
+    their ``queues`` still decide what each worker identity may reach (:meth:`consumers`)."""
+
+    def consumers(self, queue_name: str) -> tuple[str, ...]:
+        """The fleets (of :data:`FLEET_NAMES`) whose identity consumes ``queue_name``: those
+        whose ``queues`` list it. With no fleet in the spec, both: workers of your own run
+        as the task role or the instance role, and the spec does not say on which queues."""
+        fleets = {"ecs": self.ecs, "ec2": self.ec2}
+        if all(fleet is None for fleet in fleets.values()):
+            return FLEET_NAMES
+        return tuple(name for name, fleet in fleets.items()
+                     if fleet is not None and queue_name in fleet.queues)
 
 
 @dataclass(frozen=True)
@@ -397,9 +433,15 @@ def load_spec(context: Mapping[str, Any] | None,
                         "(a VPC endpoint's, or an emulator's) or null", endpoint_url)
     workers = _workers(raw.get("workers", {}), queues)
     if _off(FLEETS_CONTEXT_KEY, fleets):
-        workers = WorkersSpec()
+        workers = WorkersSpec(ecs=workers.ecs, ec2=workers.ec2, scaling=workers.scaling,
+                              deployed=False)
     elif _off(SCALING_CONTEXT_KEY, scaling):
         workers = WorkersSpec(ecs=workers.ecs, ec2=workers.ec2, scaling=False)
+    for q in queues:
+        if q.dedicated_role and not workers.consumers(q.name):
+            raise SpecError(f"queues[{q.name}].dedicated_role", "needs a fleet that consumes "
+                            "the queue (workers.ecs.queues or workers.ec2.queues): only the "
+                            "fleets that use a queue may assume its role", True)
     return KitSpec(
         queues=queues,
         stack_name=stack_name,
@@ -520,7 +562,8 @@ def _workers(raw: Any, queues: tuple[QueueSpec, ...]) -> WorkersSpec:
     return WorkersSpec(
         ecs=None if ecs is None else _ecs_fleet(f"{where}.ecs", ecs, queues),
         ec2=None if ec2 is None else _ec2_fleet(f"{where}.ec2", ec2, queues),
-        scaling=_typed(where, raw, "scaling", bool, True))
+        scaling=_typed(where, raw, "scaling", bool, True),
+        deployed=_typed(where, raw, "deployed", bool, True))
 
 
 def _ecs_fleet(where: str, raw: Any, queues: tuple[QueueSpec, ...]) -> EcsFleetSpec:

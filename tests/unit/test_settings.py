@@ -276,6 +276,8 @@ SPEC_RULES = [
      "queues[reports].max_message_age", "must be of type int or null", "1h"),
     ("scaling-as-string", with_fleet(workers={"scaling": "no"}),
      "celery_sqs_kit.workers.scaling", "must be of type bool", "no"),
+    ("deployed-as-string", with_fleet(workers={"deployed": "no"}),
+     "celery_sqs_kit.workers.deployed", "must be of type bool", "no"),
     ("alarms-not-a-mapping", with_fleet(alarms=["email"]), "celery_sqs_kit.alarms",
      "must be a mapping", ["email"]),
     ("unknown-alarms-field", with_fleet(alarms={"page": True}), "celery_sqs_kit.alarms",
@@ -507,7 +509,10 @@ def test_shipped_spec_turns_on_both_fleets_with_the_local_image():
 
 @pytest.mark.parametrize("flag", [False, "false"])
 def test_fleets_flag_leaves_the_fleets_out(flag):
-    assert load_spec(default_context(), None, flag).workers == WorkersSpec()
+    # Not deployed, but the fleets' queues still decide their identities' access.
+    workers = load_spec(default_context(), None, flag).workers
+    full = load_spec(default_context()).workers
+    assert workers == WorkersSpec(ecs=full.ecs, ec2=full.ec2, deployed=False)
 
 
 @pytest.mark.parametrize("flag", [None, True, "true"])
