@@ -25,10 +25,13 @@ field                          default             meaning
 ``config_parameter_name``      ``/celery-sqs-kit/  SSM parameter holding the worker config
                                <stack_name>/
                                worker-config``
-``extra_trusted_principals``   ``[]``              IAM ARNs also trusted by the worker roles.
-                                                   Empty in production. The local demo sets
-                                                   it to its operator user, because the
-                                                   emulator cannot assume a role as a service
+``extra_trusted_principals``   ``[]``              IAM user or role ARNs of the stack's own
+                                                   account also trusted by the worker and
+                                                   producer roles. Refused unless
+                                                   ``-c celery_sqs_kit:local_stage=true``:
+                                                   the local stage sets it to its operator
+                                                   user, because the emulator cannot
+                                                   assume a role as a service
 ``workers``                    no fleet            the worker fleets (``WorkersSpec``, below)
 =============================  ==================  ==========================================
 
@@ -214,6 +217,9 @@ EXTRA_PRINCIPALS_CONTEXT_KEY = "celery_sqs_kit:extra_trusted_principals"
 """A ``-c`` override so a local run can add its operator without editing cdk.json."""
 FLEETS_CONTEXT_KEY = "celery_sqs_kit:fleets"
 """``-c celery_sqs_kit:fleets=false`` leaves the worker fleets out (the local stage)."""
+LOCAL_STAGE_CONTEXT_KEY = "celery_sqs_kit:local_stage"
+"""``-c celery_sqs_kit:local_stage=true``: the emulator stage (:mod:`local_aws.stage`), the
+only place ``extra_trusted_principals`` are admitted. Never set it for AWS."""
 SCALING_CONTEXT_KEY = "celery_sqs_kit:scaling"
 """``-c celery_sqs_kit:scaling=false`` keeps the fleets without their scaling resources."""
 _IMAGE_URI = re.compile(r"^[a-z0-9][A-Za-z0-9._/:@-]{0,511}$")
@@ -350,13 +356,16 @@ class KitSpec:
 def load_spec(context: Mapping[str, Any] | None,
               extra_trusted_principals: str | list[str] | None = None,
               fleets: str | bool | None = None,
-              scaling: str | bool | None = None) -> KitSpec:
+              scaling: str | bool | None = None,
+              local_stage: str | bool | None = None) -> KitSpec:
     """Build and validate the spec from the ``celery_sqs_kit`` context block.
 
     ``extra_trusted_principals`` is the raw override: comma-separated ARNs from ``-c``,
     or a list from a cdk.json context entry. ``fleets`` is the raw
     ``celery_sqs_kit:fleets`` value: ``false`` (or ``"false"``) leaves the fleets out;
     ``scaling``, the raw ``celery_sqs_kit:scaling`` value, likewise their scaling.
+    ``local_stage``, the raw ``celery_sqs_kit:local_stage`` value, ``true`` admits
+    ``extra_trusted_principals`` (refused otherwise).
     """
     if context is not None and not isinstance(context, Mapping):
         raise SpecError(CONTEXT_KEY, "must be a mapping of spec fields", context)
@@ -423,10 +432,13 @@ def load_spec(context: Mapping[str, Any] | None,
                         "1011 characters, not starting with 'aws' or 'ssm' (SSM rule)",
                         parameter_name)
     principals = _typed(CONTEXT_KEY, raw, "extra_trusted_principals", list, [])
-    for i, arn in enumerate(principals):
-        if not isinstance(arn, str) or not arn.startswith("arn:") or ":iam::" not in arn:
-            raise SpecError(f"{CONTEXT_KEY}.extra_trusted_principals[{i}]",
-                            "must be an IAM principal ARN (arn:aws:iam::ACCOUNT:user/NAME)", arn)
+    rules.check_trusted_principal_arns(f"{CONTEXT_KEY}.extra_trusted_principals", principals)
+    if principals and _off(LOCAL_STAGE_CONTEXT_KEY, local_stage, default=True):
+        raise SpecError(f"{CONTEXT_KEY}.extra_trusted_principals",
+                        "is refused outside the local stage: the worker and producer roles "
+                        "would trust these principals beside their AWS service, without an "
+                        f"ExternalId (only -c {LOCAL_STAGE_CONTEXT_KEY}=true, which "
+                        "local_aws.stage sets for the emulator, admits them)", principals)
     endpoint_url = _typed(CONTEXT_KEY, raw, "endpoint_url", (str, type(None)), None)
     if endpoint_url is not None and not HTTP_URL.match(endpoint_url):
         raise SpecError(f"{CONTEXT_KEY}.endpoint_url", "must be an http:// or https:// URL "
@@ -544,8 +556,11 @@ def _alarms(raw: Any) -> AlarmsSpec:
     return spec
 
 
-def _off(key: str, raw: str | bool | None) -> bool:
-    if raw is None or raw is True or raw == "true":
+def _off(key: str, raw: str | bool | None, default: bool = False) -> bool:
+    """Whether a ``true``/``false`` context value says false; ``default`` when absent."""
+    if raw is None:
+        return default
+    if raw is True or raw == "true":
         return False
     if raw is False or raw == "false":
         return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import Duration, Token
+from aws_cdk import Duration, Stack, Token
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
@@ -21,8 +21,10 @@ class WorkerRoles(Construct):
 
     Props (keyword-only):
 
-    - ``extra_trusted_principals`` (default none): IAM ARNs trusted besides the
-      AWS service. Keep empty in production; a local emulator run needs its
+    - ``extra_trusted_principals`` (default none): IAM user or role ARNs of the
+      stack's own account trusted besides the AWS service (an account root, a
+      wildcard, another account's principal or an environment-agnostic stack raise
+      :class:`SpecError`). Keep empty in production; a local emulator run needs its
       operator here because the emulator cannot act as ``ecs-tasks.amazonaws.com``.
     - ``max_session_duration`` (default 1 hour): 1..12 hours, for assumable roles.
     - ``external_id`` (default none): required ``sts:ExternalId`` on assumable roles.
@@ -42,6 +44,9 @@ class WorkerRoles(Construct):
     ) -> None:
         rules.check_max_session_duration("max_session_duration",
                                          max_session_duration.to_seconds(), Token.is_unresolved)
+        rules.check_trusted_principals("extra_trusted_principals", extra_trusted_principals,
+                                       account=Stack.of(scope).account,
+                                       unresolved=Token.is_unresolved)
         super().__init__(scope, construct_id)
         self._extra = tuple(extra_trusted_principals)
         self._max_session_duration = max_session_duration
