@@ -199,7 +199,7 @@ class CeleryKitStack(Stack):
             return None
         if consumers not in self.broker_roles:
             fleets = "worker roles" if consumers == FLEET_NAMES else \
-                " and ".join(f"the {f.upper()} fleet's role" for f in consumers)
+                f"the {consumers[0].upper()} fleet's role"
             self.broker_roles[consumers] = self.roles.new_assumable_role(
                 _broker_id(consumers), trusted=self._users(queue_name),
                 description=f"Celery broker access, assumed by {fleets} via STS")
