@@ -1,5 +1,7 @@
-"""Run the demo against a deployed stage: a worker as the ECS task role, tasks
-sent as the producer role, results read back from DynamoDB."""
+"""Run the demo against a deployed stage: a worker as the ECS task role on the ECS
+fleet's queues and one as the EC2 instance role on the EC2 fleet's (each role reaches
+its fleet's queues alone), tasks sent as the producer role, results read back from
+DynamoDB."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from infra.settings import CONTEXT_KEY, FLEET_NAMES, load_spec
 from local_aws.celery_worker import CeleryWorker, role_environment
 from local_aws.container_credentials import ContainerCredentialsEndpoint
+from local_aws.imds import InstanceMetadataService
 from local_aws.moto_server import REGION
 from local_aws.stage import PROJECT_ROOT, DeployedStage, Step
 from runtime.render import TRANSPORTS
@@ -30,15 +34,33 @@ def run_demo(stage: DeployedStage, work_dir: Path, step: Step, *,
          + render_config(stage, work_dir, transport))
     session = stage.operator.session()
     aws = aws_environment(stage)
+    queues = fleet_queues()
     with ContainerCredentialsEndpoint(session, outputs["TaskRoleArn"],
-                                      stage.moto.endpoint_url) as task_role:
-        env = role_environment(work_dir, {**aws, **task_role.environment()})
-        with CeleryWorker("demo.tasks", env, work_dir / "worker.log") as worker:
-            step(f"celery worker ready as ECS task role {outputs['TaskRoleArn']}, "
-                 f"consuming through {worker_transport(worker.log_text())}")
+                                      stage.moto.endpoint_url) as task_role, \
+            InstanceMetadataService(session, outputs["InstanceRoleArn"],
+                                    stage.moto.endpoint_url) as instance_role:
+        ecs_env = role_environment(work_dir, {**aws, **task_role.environment()})
+        ec2_env = role_environment(work_dir, {**aws, **instance_role.environment()})
+        with CeleryWorker("demo.tasks", ecs_env, work_dir / "worker.log",
+                          queues=queues["ecs"]) as worker, \
+                CeleryWorker("demo.tasks", ec2_env, work_dir / "ec2-worker.log",
+                             queues=queues["ec2"], hostname="kit-ec2-worker@%h"):
+            step(f"celery worker ready as ECS task role {outputs['TaskRoleArn']} on "
+                 f"{','.join(queues['ecs'])}, consuming through "
+                 f"{worker_transport(worker.log_text())}")
+            step(f"celery worker ready as EC2 instance role {outputs['InstanceRoleArn']} "
+                 f"(IMDSv2 stand-in) on {','.join(queues['ec2'])}")
             results = send_tasks(stage, work_dir, step)
-        step("celery worker stopped (warm shutdown)")
+        step("celery workers stopped (warm shutdown)")
     return results
+
+
+def fleet_queues() -> dict[str, list[str]]:
+    """The queues each fleet's identity may consume, as cdk.json's spec says."""
+    context = json.loads((PROJECT_ROOT / "cdk.json").read_text())["context"][CONTEXT_KEY]
+    spec = load_spec(context)
+    return {fleet: [q.name for q in spec.queues if fleet in spec.workers.consumers(q.name)]
+            for fleet in FLEET_NAMES}
 
 
 def render_config(stage: DeployedStage, work_dir: Path, transport: str) -> str:

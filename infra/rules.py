@@ -30,6 +30,12 @@ Why each rule exists:
   is a typo); Fargate accepts only its CPU/memory pairs and stops a container
   within 2..120 s; an EC2 worker's warm shutdown must fit in the termination
   lifecycle hook (stop timeout + slack <= 7200 s, the hook's longest heartbeat).
+- extra trusted principals (``extra_trusted_principals``): trusted by the worker and
+  producer roles without an ExternalId, so anyone they name may act as a worker or
+  send tasks. Only a same-account IAM user or role, named exactly: an account root
+  (``:root`` or a bare account id) trusts every principal of that account, a wildcard
+  everyone, and another account's principal crosses the account boundary the whole
+  security model rests on. The spec also refuses the prop outside the local stage.
 - alarms: a message-age threshold below the retention period (else the message
   expires before the alarm can fire) and at least a minute (SQS's metric period);
   the no-consumer window 5..1440 minutes (shorter trips on a fleet scaling from
@@ -38,6 +44,7 @@ Why each rule exists:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -387,3 +394,32 @@ def check_alarms(prefix: str, *, no_consumer_minutes: Any, receive_errors: Any,
                 MAX_NO_CONSUMER_MINUTES, "minutes", unresolved)
     check_range(f"{prefix}receive_errors", receive_errors, 0, MAX_RECEIVE_ERRORS,
                 "errors per 5 minutes", unresolved)
+
+
+_SAME_ACCOUNT_PRINCIPAL = re.compile(
+    r"^arn:aws:iam::(?P<account>\d{12}):(user|role)/[A-Za-z0-9+=,.@_/-]{1,512}$")
+TRUSTED_PRINCIPAL_RULE = ("must be an IAM user or role ARN of the stack's own account "
+                          "(arn:aws:iam::ACCOUNT:user/NAME or arn:aws:iam::ACCOUNT:role/NAME); "
+                          "an account root, a wildcard or another account's principal would "
+                          "be trusted without an ExternalId")
+
+
+def check_trusted_principal_arns(field: str, arns: Any) -> None:
+    """Each ARN an IAM user or role named exactly (see the module docstring)."""
+    for i, arn in enumerate(arns):
+        if not (isinstance(arn, str) and _SAME_ACCOUNT_PRINCIPAL.match(arn)):
+            raise SpecError(f"{field}[{i}]", TRUSTED_PRINCIPAL_RULE, arn)
+
+
+def check_trusted_principals(field: str, arns: Any, *, account: Any,
+                             unresolved: Callable[[Any], bool] = never_unresolved) -> None:
+    """Each ARN a same-account IAM user or role. ``account`` is the stack's: unresolved
+    (an environment-agnostic stack) it cannot be compared, so any ARN is refused then."""
+    check_trusted_principal_arns(field, arns)
+    for i, arn in enumerate(arns):
+        if unresolved(account):
+            raise SpecError(f"{field}[{i}]", TRUSTED_PRINCIPAL_RULE + "; the stack's account "
+                            "must be known at synth (CDK_DEFAULT_ACCOUNT) to compare", arn)
+        if arn.split(":")[4] != account:
+            raise SpecError(f"{field}[{i}]", TRUSTED_PRINCIPAL_RULE + f"; the stack's account "
+                            f"is {account}", arn)

@@ -25,10 +25,13 @@ field                          default             meaning
 ``config_parameter_name``      ``/celery-sqs-kit/  SSM parameter holding the worker config
                                <stack_name>/
                                worker-config``
-``extra_trusted_principals``   ``[]``              IAM ARNs also trusted by the worker roles.
-                                                   Empty in production. The local demo sets
-                                                   it to its operator user, because the
-                                                   emulator cannot assume a role as a service
+``extra_trusted_principals``   ``[]``              IAM user or role ARNs of the stack's own
+                                                   account also trusted by the worker and
+                                                   producer roles. Refused unless
+                                                   ``-c celery_sqs_kit:local_stage=true``:
+                                                   the local stage sets it to its operator
+                                                   user, because the emulator cannot
+                                                   assume a role as a service
 ``workers``                    no fleet            the worker fleets (``WorkersSpec``, below)
 =============================  ==================  ==========================================
 
@@ -54,12 +57,14 @@ field                            default      meaning
 ``task_time_limit``              ``1500``     Celery hard time limit for this queue's tasks
 ``max_countdown``                ``0``        longest ETA/countdown planned on this queue
 ``routes``                       ``[]``       task name globs routed to this queue
-``workers_send``                 ``true``     workers may SendMessage here (retry(),
-                                              chains, parking ETAs beyond 11 h); false =
-                                              consume-only, and ``max_countdown`` at
-                                              most 39600 with the bundled transport
+``workers_send``                 ``true``     the workers that consume this queue may
+                                              SendMessage here (retry(), chains, parking
+                                              ETAs beyond 11 h); false = consume-only,
+                                              and ``max_countdown`` at most 39600 with
+                                              the bundled transport
 ``dedicated_role``               ``false``    a per-queue STS role that alone can use the
-                                              queue (needs ``sts.enabled``)
+                                              queue, assumable only by the fleets that
+                                              consume it (needs ``sts.enabled``)
 ``max_message_age``              derived      seconds: alarm when the oldest message is
                                               older (see Alarms, below); 60 ..
                                               ``retention_period`` - 1
@@ -107,7 +112,8 @@ configuration from the stack's SSM parameter, in a VPC the stack makes.
 field                          default              meaning
 =============================  ===================  =========================================
 ``queues``                     every queue          the queues this fleet consumes (``-Q``)
-                                                    and scales on
+                                                    and scales on; its identity reaches
+                                                    these alone (below)
 ``min_capacity``               ``0``                fewest workers; 0 lets an idle fleet
                                                     cost nothing
 ``max_capacity``               ``2``                most workers, >= ``min_capacity``, >= 1
@@ -139,6 +145,10 @@ field                          default              meaning
 ``workers.scaling`` (default ``true``): each fleet scales on its backlog (below), and the
 EC2 fleet has its termination hook; ``false`` leaves out the scaling resources and the
 hook, for an emulator without those types (as ``-c celery_sqs_kit:scaling=false`` does).
+
+``workers.deployed`` (default ``true``): ``false`` leaves both fleets' resources out (as
+``-c celery_sqs_kit:fleets=false`` does) while their ``queues`` still decide what each
+worker identity may reach: the local stage's emulator lacks the scaling types.
 
 The scaling target, derived: one worker holds at most ``concurrency x prefetch
 multiplier`` messages at once (its pool's processes, each with its prefetched
@@ -174,8 +184,20 @@ backoff delays, one redelivery after a lost worker, then its run. The shipped
 ``celery`` queue (bundled, so a 60 s visibility timeout): 0 + 70 + 60 + 1500 =
 1630 s.
 
-``-c celery_sqs_kit:fleets=false`` leaves both fleets out whatever the spec says:
-the local stage deploys to an emulator without the scaling resource types.
+Who reaches which queue: a fleet's identity (the ECS task role, the EC2 instance role)
+may consume exactly the queues its ``queues`` names, move their poison messages to
+their DLQs, and send to those of them with ``workers_send``; nothing on any other
+queue (a task that publishes to another fleet's queue is refused: route it through
+the producer). With ``sts.enabled`` that access sits on a broker role per set of
+fleets sharing queues (``BrokerRole`` for queues both fleets consume,
+``BrokerRoleEcs``/``BrokerRoleEc2`` for one fleet's own), each assumable only by those
+fleets' identities, and each queue's entry in the worker configuration names its
+role. With no fleet in the spec (workers of your own), both identities reach every
+queue.
+
+``-c celery_sqs_kit:fleets=false`` leaves both fleets' resources out whatever the spec
+says (the local stage deploys to an emulator without the scaling resource types); their
+``queues`` still decide the identities' access.
 ``-c celery_sqs_kit:scaling=false`` keeps the fleets but leaves out their scaling
 (target tracking, step policies, alarms) and the EC2 termination hook, the types
 the emulator lacks: a local stage that runs the deployed task definition.
@@ -208,6 +230,9 @@ EXTRA_PRINCIPALS_CONTEXT_KEY = "celery_sqs_kit:extra_trusted_principals"
 """A ``-c`` override so a local run can add its operator without editing cdk.json."""
 FLEETS_CONTEXT_KEY = "celery_sqs_kit:fleets"
 """``-c celery_sqs_kit:fleets=false`` leaves the worker fleets out (the local stage)."""
+LOCAL_STAGE_CONTEXT_KEY = "celery_sqs_kit:local_stage"
+"""``-c celery_sqs_kit:local_stage=true``: the emulator stage (:mod:`local_aws.stage`), the
+only place ``extra_trusted_principals`` are admitted. Never set it for AWS."""
 SCALING_CONTEXT_KEY = "celery_sqs_kit:scaling"
 """``-c celery_sqs_kit:scaling=false`` keeps the fleets without their scaling resources."""
 _IMAGE_URI = re.compile(r"^[a-z0-9][A-Za-z0-9._/:@-]{0,511}$")
@@ -288,11 +313,28 @@ class Ec2FleetSpec(FleetSpec):
     instance_type: str = "t3.small"
 
 
+FLEET_NAMES = ("ecs", "ec2")
+"""The fleets, in the order their identities are listed (task role, instance role)."""
+
+
 @dataclass(frozen=True)
 class WorkersSpec:
     ecs: EcsFleetSpec | None = None
     ec2: Ec2FleetSpec | None = None
     scaling: bool = True
+    deployed: bool = True
+    """False (``-c celery_sqs_kit:fleets=false``): the fleets' resources are left out, but
+    their ``queues`` still decide what each worker identity may reach (:meth:`consumers`)."""
+
+    def consumers(self, queue_name: str) -> tuple[str, ...]:
+        """The fleets (of :data:`FLEET_NAMES`) whose identity consumes ``queue_name``: those
+        whose ``queues`` list it. With no fleet in the spec, both: workers of your own run
+        as the task role or the instance role, and the spec does not say on which queues."""
+        fleets = {"ecs": self.ecs, "ec2": self.ec2}
+        if all(fleet is None for fleet in fleets.values()):
+            return FLEET_NAMES
+        return tuple(name for name, fleet in fleets.items()
+                     if fleet is not None and queue_name in fleet.queues)
 
 
 @dataclass(frozen=True)
@@ -327,13 +369,16 @@ class KitSpec:
 def load_spec(context: Mapping[str, Any] | None,
               extra_trusted_principals: str | list[str] | None = None,
               fleets: str | bool | None = None,
-              scaling: str | bool | None = None) -> KitSpec:
+              scaling: str | bool | None = None,
+              local_stage: str | bool | None = None) -> KitSpec:
     """Build and validate the spec from the ``celery_sqs_kit`` context block.
 
     ``extra_trusted_principals`` is the raw override: comma-separated ARNs from ``-c``,
     or a list from a cdk.json context entry. ``fleets`` is the raw
     ``celery_sqs_kit:fleets`` value: ``false`` (or ``"false"``) leaves the fleets out;
     ``scaling``, the raw ``celery_sqs_kit:scaling`` value, likewise their scaling.
+    ``local_stage``, the raw ``celery_sqs_kit:local_stage`` value, ``true`` admits
+    ``extra_trusted_principals`` (refused otherwise).
     """
     if context is not None and not isinstance(context, Mapping):
         raise SpecError(CONTEXT_KEY, "must be a mapping of spec fields", context)
@@ -400,19 +445,28 @@ def load_spec(context: Mapping[str, Any] | None,
                         "1011 characters, not starting with 'aws' or 'ssm' (SSM rule)",
                         parameter_name)
     principals = _typed(CONTEXT_KEY, raw, "extra_trusted_principals", list, [])
-    for i, arn in enumerate(principals):
-        if not isinstance(arn, str) or not arn.startswith("arn:") or ":iam::" not in arn:
-            raise SpecError(f"{CONTEXT_KEY}.extra_trusted_principals[{i}]",
-                            "must be an IAM principal ARN (arn:aws:iam::ACCOUNT:user/NAME)", arn)
+    rules.check_trusted_principal_arns(f"{CONTEXT_KEY}.extra_trusted_principals", principals)
+    if principals and _off(LOCAL_STAGE_CONTEXT_KEY, local_stage, default=True):
+        raise SpecError(f"{CONTEXT_KEY}.extra_trusted_principals",
+                        "is refused outside the local stage: the worker and producer roles "
+                        "would trust these principals beside their AWS service, without an "
+                        f"ExternalId (only -c {LOCAL_STAGE_CONTEXT_KEY}=true, which "
+                        "local_aws.stage sets for the emulator, admits them)", principals)
     endpoint_url = _typed(CONTEXT_KEY, raw, "endpoint_url", (str, type(None)), None)
     if endpoint_url is not None and not HTTP_URL.match(endpoint_url):
         raise SpecError(f"{CONTEXT_KEY}.endpoint_url", "must be an http:// or https:// URL "
                         "(a VPC endpoint's, or an emulator's) or null", endpoint_url)
     workers = _workers(raw.get("workers", {}), queues)
     if _off(FLEETS_CONTEXT_KEY, fleets):
-        workers = WorkersSpec()
+        workers = WorkersSpec(ecs=workers.ecs, ec2=workers.ec2, scaling=workers.scaling,
+                              deployed=False)
     elif _off(SCALING_CONTEXT_KEY, scaling):
         workers = WorkersSpec(ecs=workers.ecs, ec2=workers.ec2, scaling=False)
+    for q in queues:
+        if q.dedicated_role and not workers.consumers(q.name):
+            raise SpecError(f"queues[{q.name}].dedicated_role", "needs a fleet that consumes "
+                            "the queue (workers.ecs.queues or workers.ec2.queues): only the "
+                            "fleets that use a queue may assume its role", True)
     return KitSpec(
         queues=queues,
         stack_name=stack_name,
@@ -515,8 +569,11 @@ def _alarms(raw: Any) -> AlarmsSpec:
     return spec
 
 
-def _off(key: str, raw: str | bool | None) -> bool:
-    if raw is None or raw is True or raw == "true":
+def _off(key: str, raw: str | bool | None, default: bool = False) -> bool:
+    """Whether a ``true``/``false`` context value says false; ``default`` when absent."""
+    if raw is None:
+        return default
+    if raw is True or raw == "true":
         return False
     if raw is False or raw == "false":
         return True
@@ -533,7 +590,8 @@ def _workers(raw: Any, queues: tuple[QueueSpec, ...]) -> WorkersSpec:
     return WorkersSpec(
         ecs=None if ecs is None else _ecs_fleet(f"{where}.ecs", ecs, queues),
         ec2=None if ec2 is None else _ec2_fleet(f"{where}.ec2", ec2, queues),
-        scaling=_typed(where, raw, "scaling", bool, True))
+        scaling=_typed(where, raw, "scaling", bool, True),
+        deployed=_typed(where, raw, "deployed", bool, True))
 
 
 def _ecs_fleet(where: str, raw: Any, queues: tuple[QueueSpec, ...]) -> EcsFleetSpec:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.settings import (EXTRA_PRINCIPALS_CONTEXT_KEY, FLEETS_CONTEXT_KEY,
-                            SCALING_CONTEXT_KEY)
+                            LOCAL_STAGE_CONTEXT_KEY, SCALING_CONTEXT_KEY)
 from local_aws.moto_server import ACCOUNT_ID, REGION, MotoServer
 from local_aws.operator import Operator, create_operator
 from local_aws.server_process import PROJECT_ROOT
@@ -94,8 +94,8 @@ def deploy_stage(work_dir: Path, *, step: Step = lambda _msg: None,
         with _timed(step, "cdk bootstrap"):
             run_cdk(["bootstrap", f"aws://{ACCOUNT_ID}/{REGION}", "--ci"], env, log)
         outputs_file = work_dir / "outputs.json"
-        ctx = {EXTRA_PRINCIPALS_CONTEXT_KEY: operator.arn, FLEETS_CONTEXT_KEY: "false",
-               **(context or {})}
+        ctx = {EXTRA_PRINCIPALS_CONTEXT_KEY: operator.arn, LOCAL_STAGE_CONTEXT_KEY: "true",
+               FLEETS_CONTEXT_KEY: "false", **(context or {})}
         ctx_args = [arg for k, v in ctx.items() for arg in ("--context", f"{k}={v}")]
         with _timed(step, "cdk deploy --method=direct"):
             run_cdk(["deploy", stack_name, "--method=direct", "--require-approval=never", "--ci",

@@ -76,7 +76,8 @@ def celery_settings(config: WorkerConfig, *,
     if config.endpoint_url:
         options["is_secure"] = config.endpoint_url.startswith("https://")
     if config.sts is not None:
-        options["sts_role_arn"] = config.sts.role_arn
+        if config.sts.role_arn is not None:  # else each queue's entry names its role
+            options["sts_role_arn"] = config.sts.role_arn
         options["sts_token_timeout"] = config.sts.token_timeout
         if config.sts.external_id is not None:
             # Read by the bundled transport; stock kombu cannot send an ExternalId.

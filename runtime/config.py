@@ -22,6 +22,9 @@ The document (schema ``celery-sqs-kit/worker-config``, version 1)::
                            "backoff_policy": {"1": 10}, "backoff_tasks": [...],
                            "routes": [...], "sts_role_arn": null}},
      "sts": {"role_arn", "token_timeout", "external_id"} | null,
+                                                # role_arn: for queues without their own
+                                                # sts_role_arn; null when every fleet's
+                                                # queues name their role
      "result_backend": {"table", "ttl_seconds"} | null,
      "revocations": {"table"} | null}           # optional: runtime.revocation's table
 
@@ -85,7 +88,8 @@ class QueueConfig:
 
 @dataclass(frozen=True)
 class StsConfig:
-    role_arn: str
+    role_arn: str | None
+    """The role for queues whose entry names none; ``None`` when each names its own."""
     token_timeout: int
     external_id: str | None
 
@@ -183,8 +187,8 @@ def parse_document(data: Any, source: str) -> WorkerConfig:
                           f"{default_queue!r} is not one of the queues {sorted(queues)}")
     sts_raw = doc.get("sts")
     sts = None if sts_raw is None else StsConfig(
-        role_arn=_field(_mapping(sts_raw, source, "sts"), "role_arn", str, source, "sts.",
-                        _ROLE_ARN),
+        role_arn=_optional(_mapping(sts_raw, source, "sts"), "role_arn", str, source, "sts.",
+                           _ROLE_ARN),
         token_timeout=_field(sts_raw, "token_timeout", int, source, "sts.", _range(
             limits.MIN_STS_SESSION, limits.MAX_STS_SESSION, "seconds (STS rule)")),
         external_id=_optional(sts_raw, "external_id", str, source, "sts.", _length(

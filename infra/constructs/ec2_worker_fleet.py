@@ -161,6 +161,10 @@ class Ec2WorkerFleet(Construct):
             service="autoscaling", resource="autoScalingGroup",
             resource_name=f"*:autoScalingGroupName/{group_name}",
             arn_format=ArnFormat.COLON_RESOURCE_NAME)
+        # The narrowest scope IAM offers: CompleteLifecycleAction's one resource type is the
+        # group, and its condition keys are the group's tags; no key names the instance in
+        # the request, so an instance (or any container on it: they reach the instance
+        # profile through IMDS) may complete a sibling's action too (SECURITY.md).
         iam.Grant.add_to_principal(grantee=role, actions=list(LIFECYCLE_ACTIONS),
                                    resource_arns=[self.lifecycle_resource_arn])
         self.lifecycle_hook: autoscaling.LifecycleHook | None = None

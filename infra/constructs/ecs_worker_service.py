@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import ArnFormat, Duration, Stack, Token
+from aws_cdk import ArnFormat, Duration, Names, Stack, Tags, Token
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
@@ -26,6 +26,9 @@ from infra.constructs.worker_runtime import (HEALTH_COMMAND, HEALTH_INTERVAL, HE
                                              worker_environment, worker_security_group)
 
 SCRATCH_VOLUME = "scratch"
+FLEET_TAG = "celery-sqs-kit:fleet"
+"""Tagged on the service and propagated to its tasks: the task role may change the
+scale-in protection of tasks carrying its own service's value only."""
 ECS_SCALING_ROLE = ("aws-service-role/ecs.application-autoscaling.amazonaws.com/"
                     "AWSServiceRoleForApplicationAutoScaling_ECSService")
 """Application Auto Scaling's service-linked role for ECS, as ``auto_scale_task_count`` uses."""
@@ -64,13 +67,18 @@ class EcsWorkerService(Construct):
       policies (``scaling`` and ``scalable_target`` are then None), for an
       emulator without those resource types.
 
+    The task role may set scale-in protection (``ecs:UpdateTaskProtection``,
+    ``GetTaskProtection``) only on this cluster's tasks tagged with this service's
+    ``celery-sqs-kit:fleet`` value (the service propagates its tags to its tasks).
+
     The container runs as 10001:10001 on a read-only root file system with one
     writable volume at ``/tmp`` (the health state file), and its health check is
     ``python -m runtime.health``. It has no ingress; egress is HTTPS only.
 
     Attributes: ``cluster``, ``task_definition``, ``container``, ``service``,
     ``log_group``, ``security_group``, ``scaling`` (:class:`BacklogScaling`,
-    whose ``.plan`` holds the target), ``scalable_target``, ``image``.
+    whose ``.plan`` holds the target), ``scalable_target``, ``image``,
+    ``task_protection_arn`` and ``fleet_tag_value`` (the scope of the protection grant).
     """
 
     def __init__(
@@ -121,13 +129,20 @@ class EcsWorkerService(Construct):
                 cpu_architecture=ecs.CpuArchitecture.X86_64,
                 operating_system_family=ecs.OperatingSystemFamily.LINUX))
         # runtime.scale_in protects a task from scale-in while it runs Celery tasks, through
-        # the ECS agent, which calls UpdateTaskProtection as the task role.
+        # the ECS agent, which calls UpdateTaskProtection as the task role. IAM has no key
+        # for "the calling task itself": the narrowest scope is this cluster's tasks
+        # (resource) that carry this service's tag (aws:ResourceTag, on the task resource
+        # type), so a shared cluster's other services are out of reach; sibling tasks of
+        # this service are not (SECURITY.md, residual risks).
+        self.fleet_tag_value = Names.unique_id(self)
         self.task_protection_arn = Stack.of(self).format_arn(
             service="ecs", resource="task", resource_name=f"{cluster.cluster_name}/*",
             arn_format=ArnFormat.SLASH_RESOURCE_NAME)
         task_role.add_to_principal_policy(iam.PolicyStatement(
             actions=["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
-            resources=[self.task_protection_arn]))
+            resources=[self.task_protection_arn],
+            conditions={"StringEquals": {f"aws:ResourceTag/{FLEET_TAG}":
+                                         self.fleet_tag_value}}))
         self.task_definition.add_volume(name=SCRATCH_VOLUME)
         self.container = self.task_definition.add_container(
             "Worker",
@@ -154,7 +169,9 @@ class EcsWorkerService(Construct):
             security_groups=[self.security_group], assign_public_ip=False,
             vpc_subnets=vpc_subnets or PRIVATE_SUBNETS,
             min_healthy_percent=100, max_healthy_percent=200,
-            circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True))
+            circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
+            propagate_tags=ecs.PropagatedTagSource.SERVICE)
+        Tags.of(self.service).add(FLEET_TAG, self.fleet_tag_value)
         # Scaling owns the task count: a DesiredCount in the template would reset it on
         # every deploy. Without one, ECS starts a new service with 1 task.
         self.service.node.default_child.add_property_deletion_override("DesiredCount")

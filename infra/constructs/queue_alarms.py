@@ -18,7 +18,9 @@ Per queue (metric, threshold, why):
   NumberOfMessagesReceived, true for ``no_consumer_minutes`` minutes in a row:
   work waits and nobody takes it (no worker, a wrong ``-Q``, a broken role).
 
-Every alarm notifies the topic on ALARM and on OK.
+Every alarm notifies the topic on ALARM and on OK. The topic's policy allows
+``cloudwatch.amazonaws.com`` to publish for these alarms only (``aws:SourceArn`` = their
+ARNs, ``aws:SourceAccount`` = the stack's account) and denies any request without TLS.
 """
 
 from __future__ import annotations
@@ -96,6 +98,17 @@ class QueueAlarms(Construct):
             for alarm in made.values():
                 alarm.add_alarm_action(action)
                 alarm.add_ok_action(action)
+        # A topic policy replaces SNS's default one (which lets the account's principals
+        # publish), and enforce_ssl's holds only a Deny: without this Allow, CloudWatch,
+        # a service principal, would be refused sns:Publish and every alarm would notify
+        # no one. Scoped to these alarms of this account (the confused-deputy keys).
+        self.topic.add_to_resource_policy(iam.PolicyStatement(
+            sid="CloudWatchAlarmsPublish",
+            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            actions=["sns:Publish"], resources=[self.topic.topic_arn],
+            conditions={"ArnEquals": {"aws:SourceArn": [
+                alarm.alarm_arn for made in self.alarms.values() for alarm in made.values()]},
+                "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}}))
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard", widgets=_widgets(queues))
 
     def _queue_alarms(self, celery_queue: CeleryQueue, max_age: int, no_consumer_minutes: int,

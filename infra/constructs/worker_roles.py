@@ -1,15 +1,16 @@
 """The identities Celery workers run as: ECS task role, EC2 instance role and
-profile, and STS-assumable roles that only those worker roles may assume."""
+profile, and STS-assumable roles that only the worker roles named for each may assume."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import Duration, Token
+from aws_cdk import Duration, Stack, Token
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra import rules
+from runtime.errors import SpecError
 
 ECS_TASKS = "ecs-tasks.amazonaws.com"
 EC2 = "ec2.amazonaws.com"
@@ -20,8 +21,10 @@ class WorkerRoles(Construct):
 
     Props (keyword-only):
 
-    - ``extra_trusted_principals`` (default none): IAM ARNs trusted besides the
-      AWS service. Keep empty in production; a local emulator run needs its
+    - ``extra_trusted_principals`` (default none): IAM user or role ARNs of the
+      stack's own account trusted besides the AWS service (an account root, a
+      wildcard, another account's principal or an environment-agnostic stack raise
+      :class:`SpecError`). Keep empty in production; a local emulator run needs its
       operator here because the emulator cannot act as ``ecs-tasks.amazonaws.com``.
     - ``max_session_duration`` (default 1 hour): 1..12 hours, for assumable roles.
     - ``external_id`` (default none): required ``sts:ExternalId`` on assumable roles.
@@ -41,6 +44,9 @@ class WorkerRoles(Construct):
     ) -> None:
         rules.check_max_session_duration("max_session_duration",
                                          max_session_duration.to_seconds(), Token.is_unresolved)
+        rules.check_trusted_principals("extra_trusted_principals", extra_trusted_principals,
+                                       account=Stack.of(scope).account,
+                                       unresolved=Token.is_unresolved)
         super().__init__(scope, construct_id)
         self._extra = tuple(extra_trusted_principals)
         self._max_session_duration = max_session_duration
@@ -56,17 +62,23 @@ class WorkerRoles(Construct):
         """Another ECS task role (e.g. for the application tier that publishes tasks)."""
         return self._service_role(construct_id, ECS_TASKS, description)
 
-    def new_assumable_role(self, construct_id: str, *, description: str) -> iam.Role:
-        """A role only the worker roles may assume, through STS, with the ExternalId
-        condition when one is configured; the worker roles get ``sts:AssumeRole`` on it."""
-        trusted: iam.IPrincipal = iam.ArnPrincipal(self.worker_roles[0].role_arn)
+    def new_assumable_role(self, construct_id: str, *, description: str,
+                           trusted: Sequence[iam.Role] | None = None) -> iam.Role:
+        """A role only ``trusted`` (default: both worker roles) may assume, through STS,
+        with the ExternalId condition when one is configured; each of them gets
+        ``sts:AssumeRole`` on it, and no other role does."""
+        trusted = tuple(self.worker_roles if trusted is None else trusted)
+        if not trusted or any(worker not in self.worker_roles for worker in trusted):
+            raise SpecError("trusted", "must be one or more of the worker roles",
+                            [worker.node.path for worker in trusted])
+        principal: iam.IPrincipal = iam.ArnPrincipal(trusted[0].role_arn)
         if self._external_id is not None:
-            trusted = iam.PrincipalWithConditions(
-                trusted, {"StringEquals": {"sts:ExternalId": self._external_id}})
-        role = iam.Role(self, construct_id, assumed_by=trusted, description=description,
+            principal = iam.PrincipalWithConditions(
+                principal, {"StringEquals": {"sts:ExternalId": self._external_id}})
+        role = iam.Role(self, construct_id, assumed_by=principal, description=description,
                         max_session_duration=self._max_session_duration)
-        _trust_in_one_statement(role, [worker.role_arn for worker in self.worker_roles])
-        for worker in self.worker_roles:
+        _trust_in_one_statement(role, [worker.role_arn for worker in trusted])
+        for worker in trusted:
             worker.add_to_principal_policy(iam.PolicyStatement(
                 actions=["sts:AssumeRole"], resources=[role.role_arn]))
         return role

@@ -15,7 +15,7 @@ from constructs import Construct
 from infra.constructs import (CeleryQueue, QueueAlarms, ResultTable, RevocationTable,
                               WorkerRoles)
 from infra.constructs.worker_network import AZ_COUNT
-from infra.settings import KitSpec
+from infra.settings import FLEET_NAMES, KitSpec
 from infra.stacks.worker_config import worker_config_document
 from infra.stacks.worker_fleets import worker_fleets
 from runtime.errors import SpecError
@@ -48,8 +48,10 @@ class CeleryKitStack(Stack):
     """Everything a Celery fleet on SQS needs, from one :class:`KitSpec`.
 
     Attributes: ``spec``, ``key`` (one customer-managed key for queues and
-    results), ``roles`` (:class:`WorkerRoles`), ``broker_role`` (the shared STS
-    role or ``None``), ``dedicated_roles`` (per-queue STS roles), ``producer_role``
+    results), ``roles`` (:class:`WorkerRoles`), ``identities`` (fleet name -> its
+    worker role), ``broker_roles`` (the fleets sharing queues -> their STS role),
+    ``broker_role`` (the one for queues every fleet consumes, or ``None``),
+    ``dedicated_roles`` (per-queue STS roles), ``producer_role``
     (or ``None``), ``queues`` (name -> :class:`CeleryQueue`), ``results``
     (:class:`ResultTable` or ``None``), ``revocations`` (:class:`RevocationTable`, made
     with the result table, else ``None``), ``config_parameter``, ``worker_config``
@@ -59,11 +61,13 @@ class CeleryKitStack(Stack):
     spec's ``alarms.enabled`` is false).
 
     Who may do what: a queue is consumed by the principal that holds its access
-    (its dedicated role, else the shared STS role, else the worker roles
-    themselves); that principal may also send to it unless ``workers_send`` is
-    false. The producer role may send to every queue and read results. Revocations:
-    the producer role may only put revocation entries, the worker roles may only query
-    the live ones (:meth:`_grant_revocations`).
+    (its dedicated role, else the broker role of the fleets that consume it, else
+    those fleets' identities themselves: see ``infra.settings``); that principal
+    may also send to it unless ``workers_send`` is false, and move its messages to
+    its DLQ. An STS role is assumable only by the identities of the fleets that
+    consume its queues. The producer role may send to every queue and read results.
+    Revocations: the producer role may only put revocation entries, the worker roles
+    may only query the live ones (:meth:`_grant_revocations`).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, spec: KitSpec,
@@ -78,9 +82,8 @@ class CeleryKitStack(Stack):
             max_session_duration=Duration.seconds(spec.sts.max_session_duration),
             external_id=spec.sts.external_id,
         )
-        self.broker_role = (self.roles.new_assumable_role(
-            "BrokerRole", description="Celery broker access, assumed by worker roles via STS")
-            if spec.sts.enabled else None)
+        self.identities: dict[str, iam.Role] = dict(zip(FLEET_NAMES, self.roles.worker_roles))
+        self.broker_roles: dict[tuple[str, ...], iam.Role] = {}
         self.producer_role = (self.roles.new_service_role(
             "ProducerRole", description="Application tier: sends Celery tasks, reads results")
             if spec.producer_role else None)
@@ -108,7 +111,8 @@ class CeleryKitStack(Stack):
             )
             if q.dedicated_role:
                 self.dedicated_roles[q.name] = self.roles.new_assumable_role(
-                    f"QueueRole-{q.name}", description=f"Celery access to queue {q.name} only")
+                    f"QueueRole-{q.name}", description=f"Celery access to queue {q.name} only",
+                    trusted=self._users(q.name))
             for holder in self._access_holders(q.name):
                 queue.grant_consume(holder)
                 if q.workers_send:
@@ -131,8 +135,11 @@ class CeleryKitStack(Stack):
             encryption_key=self.key) if spec.result_backend.enabled else None
         self._grant_revocations()
 
+        self.broker_role = self.broker_roles.get(FLEET_NAMES)
         self.worker_config = worker_config_document(
-            spec, queues=self.queues, dedicated_roles=self.dedicated_roles,
+            spec, queues=self.queues, queue_roles={
+                q.name: role for q in spec.queues
+                if (role := self._assumed_role(q.name)) not in (None, self.broker_role)},
             broker_role=self.broker_role, results=self.results, revocations=self.revocations)
         config_json = self.to_json_string(self.worker_config)
         self.config_parameter = ssm.StringParameter(
@@ -167,8 +174,8 @@ class CeleryKitStack(Stack):
                   value=self.roles.instance_profile.instance_profile_arn)
         if self.producer_role is not None:
             CfnOutput(self, "ProducerRoleArn", value=self.producer_role.role_arn)
-        if self.broker_role is not None:
-            CfnOutput(self, "BrokerRoleArn", value=self.broker_role.role_arn)
+        for consumers, role in self.broker_roles.items():
+            CfnOutput(self, f"{_broker_id(consumers)}Arn", value=role.role_arn)
         if self.alarms is not None:
             CfnOutput(self, "AlarmTopicArn", value=self.alarms.topic.topic_arn)
             CfnOutput(self, "DashboardName", value=self.alarms.dashboard.dashboard_name)
@@ -197,9 +204,36 @@ class CeleryKitStack(Stack):
         if self.producer_role is not None:
             self.revocations.grant_revoke(self.producer_role)
 
-    def _access_holders(self, queue_name: str) -> tuple[iam.IRole, ...]:
+    def _users(self, queue_name: str) -> tuple[iam.Role, ...]:
+        """The worker identities of the fleets that consume the queue."""
+        return tuple(self.identities[f] for f in self.spec.workers.consumers(queue_name))
+
+    def _assumed_role(self, queue_name: str) -> iam.Role | None:
+        """The STS role that holds the queue's access, made on first use: its dedicated
+        role, else the broker role of exactly the fleets that consume it; ``None``
+        without STS or when no fleet consumes the queue."""
         if queue_name in self.dedicated_roles:
-            return (self.dedicated_roles[queue_name],)
-        if self.broker_role is not None:
-            return (self.broker_role,)
-        return self.roles.worker_roles
+            return self.dedicated_roles[queue_name]
+        consumers = self.spec.workers.consumers(queue_name)
+        if not self.spec.sts.enabled or not consumers:
+            return None
+        if consumers not in self.broker_roles:
+            fleets = "worker roles" if consumers == FLEET_NAMES else \
+                f"the {consumers[0].upper()} fleet's role"
+            self.broker_roles[consumers] = self.roles.new_assumable_role(
+                _broker_id(consumers), trusted=self._users(queue_name),
+                description=f"Celery broker access, assumed by {fleets} via STS")
+        return self.broker_roles[consumers]
+
+    def _access_holders(self, queue_name: str) -> tuple[iam.IRole, ...]:
+        """Who holds the queue's consume (and send) access: its STS role, else the
+        identities of the fleets that consume it (none when no fleet does)."""
+        role = self._assumed_role(queue_name)
+        return (role,) if role is not None else self._users(queue_name)
+
+
+def _broker_id(consumers: tuple[str, ...]) -> str:
+    """``BrokerRole`` for queues every fleet consumes, ``BrokerRoleEcs``/``BrokerRoleEc2``
+    for one fleet's own."""
+    return "BrokerRole" if consumers == FLEET_NAMES else \
+        "BrokerRole" + "".join(f.capitalize() for f in consumers)

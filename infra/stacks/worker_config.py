@@ -20,10 +20,14 @@ from runtime.schema import SCHEMA, VERSION
 
 
 def worker_config_document(spec: KitSpec, *, queues: Mapping[str, CeleryQueue],
-                           dedicated_roles: Mapping[str, iam.IRole],
+                           queue_roles: Mapping[str, iam.IRole],
                            broker_role: iam.IRole | None,
                            results: ResultTable | None,
                            revocations: RevocationTable | None) -> dict[str, Any]:
+    """``queue_roles``: the STS role of each queue that does not use ``broker_role`` (a
+    dedicated role, or the broker role of the one fleet that consumes it). ``sts`` is
+    written whenever the spec enables it; its ``role_arn`` is null when no queue uses
+    a role shared by every fleet."""
     return {
         "schema": SCHEMA,
         "version": VERSION,
@@ -32,11 +36,11 @@ def worker_config_document(spec: KitSpec, *, queues: Mapping[str, CeleryQueue],
         "endpoint_url": spec.endpoint_url,
         "default_queue": spec.default_queue,
         "queues": {
-            q.name: _queue_entry(q, queues[q.name], dedicated_roles.get(q.name))
+            q.name: _queue_entry(q, queues[q.name], queue_roles.get(q.name))
             for q in spec.queues
         },
-        "sts": None if broker_role is None else {
-            "role_arn": broker_role.role_arn,
+        "sts": None if not spec.sts.enabled else {
+            "role_arn": None if broker_role is None else broker_role.role_arn,
             "token_timeout": spec.sts.token_timeout,
             "external_id": spec.sts.external_id,
         },
@@ -50,7 +54,7 @@ def worker_config_document(spec: KitSpec, *, queues: Mapping[str, CeleryQueue],
     }
 
 
-def _queue_entry(q, construct: CeleryQueue, dedicated_role: iam.IRole | None) -> dict[str, Any]:
+def _queue_entry(q, construct: CeleryQueue, role: iam.IRole | None) -> dict[str, Any]:
     dlq = construct.dead_letter_queue
     return {
         "url": construct.queue.queue_url,
@@ -69,5 +73,5 @@ def _queue_entry(q, construct: CeleryQueue, dedicated_role: iam.IRole | None) ->
         "backoff_policy": {str(k): v for k, v in sorted(q.backoff_policy.items())},
         "backoff_tasks": list(q.backoff_tasks),
         "routes": list(q.routes),
-        "sts_role_arn": None if dedicated_role is None else dedicated_role.role_arn,
+        "sts_role_arn": None if role is None else role.role_arn,
     }

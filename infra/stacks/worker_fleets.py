@@ -28,8 +28,9 @@ class WorkerFleets:
 def worker_fleets(scope: Construct, spec: WorkersSpec, *, queues: Mapping[str, CeleryQueue],
                   roles: WorkerRoles, config_parameter_name: str,
                   key: kms.IKey) -> WorkerFleets:
-    """One VPC for both fleets, and one image asset per directory they build from."""
-    if spec.ecs is None and spec.ec2 is None:
+    """One VPC for both fleets, and one image asset per directory they build from; none
+    of it when the spec is not ``deployed``."""
+    if not spec.deployed or (spec.ecs is None and spec.ec2 is None):
         return WorkerFleets()
     network = WorkerNetwork(scope, "Network", encryption_key=key)
     assets: dict[str, WorkerImage] = {}

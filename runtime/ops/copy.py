@@ -47,8 +47,14 @@ batch), so no other consumer can receive it in between.
 What a copy carries: the body unchanged, every message attribute but
 ``kit_reason`` and ``kit_source_queue``, and on FIFO queues its MessageGroupId
 (order within a group is kept: a group's messages are received and sent in
-order). Its destination is the queue ``kit_source_queue`` names, else the queue
-whose DLQ this is.
+order). Its destination is always the queue whose DLQ this is, from the
+configuration, never from the message: ``kit_source_queue`` is an attribute any
+sender can set, and whoever may write to a DLQ (the workers that consume its
+queue, for their DLQ moves) would otherwise inject into any queue of the
+configuration, a consume-only one included. A dead letter whose
+``kit_source_queue`` names another queue is reported (``misdirected``) and left in
+the DLQ for the operator to inspect (``dlq peek``) and delete; it is not sent
+anywhere.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ from botocore.exceptions import ClientError
 from botocore.exceptions import ConnectionError as NoConnection
 
 from runtime.batching import BATCH_SIZE
-from runtime.config import DeadLetterConfig, QueueConfig, WorkerConfig
+from runtime.config import DeadLetterConfig, QueueConfig
 from runtime.errors import KitError
 from runtime.lane import REASON_ATTRIBUTE, SOURCE_ATTRIBUTE
 from runtime.ops import journal as states
@@ -88,10 +94,11 @@ def hold_for(messages: int, rate: float) -> int:
     return HOLD_MARGIN + math.ceil(messages / rate)
 
 
-def destination(message: Mapping[str, Any], owner: QueueConfig,
-                config: WorkerConfig) -> QueueConfig:
+def names_another_queue(message: Mapping[str, Any], owner: QueueConfig) -> bool:
+    """Whether the dead letter's ``kit_source_queue`` names a queue other than ``owner``
+    (the queue whose DLQ it is in): not a dead letter of ``owner``'s, so never redriven."""
     named = (message.get("MessageAttributes") or {}).get(SOURCE_ATTRIBUTE, {}).get("StringValue")
-    return config.queues.get(named, owner) if named else owner
+    return named is not None and named != owner.name
 
 
 def copy_request(message: Mapping[str, Any], to: QueueConfig) -> dict[str, Any]:
@@ -147,6 +154,8 @@ class Outcome:
     """Uncertain ones sent again (``--uncertain resend``)."""
     dropped: list[DeadLetter] = field(default_factory=list)
     """Uncertain ones deleted unsent (``--uncertain delete``)."""
+    misdirected: list[DeadLetter] = field(default_factory=list)
+    """Kept in the DLQ, sent nowhere: their ``kit_source_queue`` names another queue."""
     left: int = 0
     """Messages still in the DLQ at the end (visible or hidden), approximately."""
 
@@ -154,10 +163,10 @@ class Outcome:
 class CopyRedrive:
     """One run over ``owner``'s DLQ ``dlq``; :meth:`run` once."""
 
-    def __init__(self, aws: Aws, config: WorkerConfig, owner: QueueConfig,
-                 dlq: DeadLetterConfig, journal: Journal, *, rate: float, count: int | None,
-                 uncertain: str, progress: Progress) -> None:
-        self.aws, self.config, self.owner, self.journal = aws, config, owner, journal
+    def __init__(self, aws: Aws, owner: QueueConfig, dlq: DeadLetterConfig,
+                 journal: Journal, *, rate: float, count: int | None, uncertain: str,
+                 progress: Progress) -> None:
+        self.aws, self.owner, self.journal = aws, owner, journal
         self.dlq_url = dlq.url
         self.label = queues.name_of(self.dlq_url)
         self.rate, self.count, self.policy = rate, count, uncertain
@@ -241,7 +250,11 @@ class CopyRedrive:
 
     def _handle(self, message: dict[str, Any]) -> None:
         entry = self.journal.entries[message["MessageId"]]
-        if entry.state in (states.SENT, states.DELETED):  # its copy went out before
+        if names_another_queue(message, self.owner):
+            # Hidden until the end like an uncertain one, so the loop does not meet it again.
+            self._kept[message["MessageId"]] = message
+            self.outcome.misdirected.append(describe(message))
+        elif entry.state in (states.SENT, states.DELETED):  # its copy went out before
             self._delete(message["MessageId"], message["ReceiptHandle"])
             self.outcome.finished += 1
         elif entry.state == states.SENDING:  # killed while its send was on the wire
@@ -252,8 +265,7 @@ class CopyRedrive:
         self._advance()
 
     def _settle(self, message: dict[str, Any], sending_at: float) -> None:
-        to = destination(message, self.owner, self.config)
-        deduplicated = to.fifo and time.time() - sending_at < (DEDUPLICATION_INTERVAL
+        deduplicated = self.owner.fifo and time.time() - sending_at < (DEDUPLICATION_INTERVAL
                                                                 - DEDUPLICATION_MARGIN)
         if deduplicated or self.policy == RESEND:
             if self._send(message):
@@ -271,7 +283,7 @@ class CopyRedrive:
     def _send(self, message: dict[str, Any]) -> bool:
         """Send the copy, journaled; ``False`` when whether SQS stored it is unknowable (the
         dead letter is then kept). Raises when SQS refuses it for good."""
-        to = destination(message, self.owner, self.config)
+        to = self.owner
         request = copy_request(message, to)
         message_id = message["MessageId"]
         sqs = self.aws.client("sqs") if to.fifo else self.aws.once("sqs")
@@ -321,4 +333,5 @@ class CopyRedrive:
 
     def _advance(self) -> None:
         self.progress.set(self.outcome.moved + self.outcome.finished + len(self.outcome.uncertain)
-                          + len(self.outcome.dropped) + len(self.outcome.resent))
+                          + len(self.outcome.dropped) + len(self.outcome.resent)
+                          + len(self.outcome.misdirected))

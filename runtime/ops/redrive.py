@@ -29,10 +29,12 @@ methods (--method):
   move-task  SQS's StartMessageMoveTask: server-side, continues if this command is
              interrupted (a rerun watches the running task); messages keep all their
              attributes. Moves the whole DLQ to the config's queue.
-  copy       receive, send a copy to the source queue (the one kit_source_queue names,
-             else the queue whose DLQ this is; kit_reason and kit_source_queue removed,
+  copy       receive, send a copy to the queue whose DLQ this is (from the config,
+             never from a message attribute; kit_reason and kit_source_queue removed,
              other attributes, FIFO MessageGroupId and order kept), then delete; at
-             --rate messages/s (default {DEFAULT_COPY_RATE:g}).
+             --rate messages/s (default {DEFAULT_COPY_RATE:g}). A dead letter whose
+             kit_source_queue names another queue is listed as misdirected and left
+             in the DLQ (exit status 1): anyone who may send to a DLQ could set it.
   auto       (default) move-task where the endpoint offers it, else copy; copy when
              --count is given.
 
@@ -45,8 +47,8 @@ deduplication id, so a rerun within 5 minutes resends them safely; otherwise the
 letter is kept in the DLQ and listed (exit status 1), and --uncertain resend (send it
 again) or --uncertain delete (its copy arrived) settles it.
 
-exit status: 0 done; 1 dead letters kept as uncertain, or hidden by another consumer
-until the end; 2 usage or config error (also: another redrive holds the journal); 3
+exit status: 0 done; 1 dead letters kept as uncertain or misdirected, or hidden by
+another consumer until the end; 2 usage or config error (also: another redrive holds the journal); 3
 AWS error (the line on stderr names what to fix; a rerun resumes)."""
 
 
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace, config: WorkerConfig) -> int:
     try:
         if method == "move-task":
             return _move(args, aws, owner, dlq, running, progress)
-        return _copy(args, aws, config, owner, dlq, progress)
+        return _copy(args, aws, owner, dlq, progress)
     finally:
         progress.close()
 
@@ -134,8 +136,9 @@ def _dry_run(args: argparse.Namespace, owner: QueueConfig, label: str, method: s
     print(f"{label}: {depth.visible} visible, {depth.in_flight} in flight"
           + (f"; about {duration(plan['estimate_seconds'])}" if rate else ""))
     if method == "copy":
-        print("each goes to the queue its kit_source_queue names, else to "
-              f"{owner.name}; see them with: python -m runtime.ops dlq peek {owner.name}")
+        print(f"each goes to {owner.name}, except those whose kit_source_queue names another "
+              f"queue (kept, listed); see them with: python -m runtime.ops dlq peek "
+              f"{owner.name}")
     return 0
 
 
@@ -164,14 +167,14 @@ def _move(args: argparse.Namespace, aws: Aws, owner: QueueConfig, dlq: DeadLette
     return 0
 
 
-def _copy(args: argparse.Namespace, aws: Aws, config: WorkerConfig, owner: QueueConfig,
-          dlq: DeadLetterConfig, progress: Progress) -> int:
+def _copy(args: argparse.Namespace, aws: Aws, owner: QueueConfig, dlq: DeadLetterConfig,
+          progress: Progress) -> int:
     label = queues.name_of(dlq.url)
     rate = args.rate or DEFAULT_COPY_RATE
     path = args.journal or journal.default_path(dlq.url)
     book = journal.Journal(path)
     resumed = book.resumed
-    outcome = copy.CopyRedrive(aws, config, owner, dlq, book, rate=rate, count=args.count,
+    outcome = copy.CopyRedrive(aws, owner, dlq, book, rate=rate, count=args.count,
                                uncertain=args.uncertain, progress=progress).run()
     kept = outcome.uncertain
     journal_state = "kept" if path.exists() else "removed"
@@ -181,6 +184,7 @@ def _copy(args: argparse.Namespace, aws: Aws, config: WorkerConfig, owner: Queue
               "uncertain_kept": [d.as_json() for d in kept],
               "uncertain_resent": [d.as_json() for d in outcome.resent],
               "uncertain_deleted": [d.as_json() for d in outcome.dropped],
+              "misdirected_kept": [d.as_json() for d in outcome.misdirected],
               "left_in_dead_letter_queue": outcome.left,
               "journal": str(path), "journal_state": journal_state}
     if args.json:
@@ -196,6 +200,16 @@ def _copy(args: argparse.Namespace, aws: Aws, config: WorkerConfig, owner: Queue
         if kept:
             print(table(["KEPT MESSAGE", "TASK", "TASK ID"],
                         [[d.message_id, d.task, d.task_id] for d in kept]))
+        if outcome.misdirected:
+            print(table(["MISDIRECTED MESSAGE", "TASK", "TASK ID", "NAMES QUEUE"],
+                        [[d.message_id, d.task, d.task_id, d.source_queue]
+                         for d in outcome.misdirected]))
+    if outcome.misdirected:
+        note(f"celery-sqs-kit: {len(outcome.misdirected)} dead letter(s) kept in {label}: "
+             f"their kit_source_queue names a queue other than {owner.name}, so they were not "
+             f"dead letters of {owner.name}'s; sent nowhere (a sender may set that attribute): "
+             f"inspect them with dlq peek {owner.name}, then delete them")
+        return 1
     if kept:
         note(f"celery-sqs-kit: {len(kept)} dead letter(s) kept in {label}: a run was killed "
              "while sending them, so their copy may be on the queue already; check whether "

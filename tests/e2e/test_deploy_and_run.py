@@ -1,8 +1,9 @@
-"""End to end: the real CDK CLI deploys the app to moto with IAM enforcement; a
-real celery worker authenticates as the deployed ECS task role (through a
-loopback container-credentials endpoint, no keys) and runs tasks sent by the
-producer role; results come back from the DynamoDB table. Then the negative:
-each role is denied what it was not granted."""
+"""End to end: the real CDK CLI deploys the app to moto with IAM enforcement; real
+celery workers authenticate as the deployed ECS task role (through a loopback
+container-credentials endpoint, no keys) and the EC2 instance role (an IMDSv2
+stand-in), each on its fleet's queues, and run tasks sent by the producer role;
+results come back from the DynamoDB table. Then the negative: each role is denied
+what it was not granted."""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def test_deployed_queues_have_the_spec_attributes(stage):
     assert json.loads(attrs["RedrivePolicy"])["maxReceiveCount"] == 5
 
 
-def test_worker_as_task_role_runs_a_task_on_every_queue(demo_run, stage):
+def test_each_fleets_role_runs_the_tasks_of_its_queues(demo_run, stage):
     _work, results = demo_run
     by_task = {r["task"].split("(")[0]: r for r in results}
     assert {r["state"] for r in results} == {"SUCCESS"}
@@ -81,7 +82,8 @@ def test_no_credentials_in_outputs_config_parameter_or_worker_log(demo_run, stag
     work, _results = demo_run
     ssm = stage.operator.session().client("ssm", endpoint_url=stage.moto.endpoint_url)
     parameter = ssm.get_parameter(Name=stage.outputs["ConfigParameterName"])["Parameter"]["Value"]
-    text = "\n".join([(work / "worker.log").read_text(), (work / "celeryconfig.py").read_text(),
+    text = "\n".join([(work / "worker.log").read_text(), (work / "ec2-worker.log").read_text(),
+                      (work / "celeryconfig.py").read_text(),
                       stage.outputs_file.read_text(), parameter,
                       (stage.outputs_file.parent / "cdk.log").read_text()])
     assert stage.operator.access_key_id not in text

@@ -1,10 +1,15 @@
 """The least-privilege matrix, enforced by the emulator: each role the stack deploys
 against each SQS action on each queue, allowed or denied as SECURITY.md says.
 
+Each fleet's identity reaches its fleet's queues alone (cdk.json: the ECS fleet's task
+role celery and orders.fifo, the EC2 fleet's instance role reports), and the DLQs of
+those queues for SendMessage only. The stage leaves the fleets' resources out
+(``fleets=false``) but not that isolation.
+
 moto (with ``INITIAL_NO_AUTH_ACTION_COUNT``) evaluates the roles' policies for
-assumed-role credentials. It cannot evaluate role chaining, so the STS broker
-role's trust (worker roles only, ExternalId) is proven by Template assertions in
-tests/unit and its assumption is exercised on a moto without enforcement in
+assumed-role credentials. It cannot evaluate role chaining, so the STS roles' trust
+(the fleets that use their queues only, ExternalId) is proven by Template assertions
+in tests/unit and their assumption is exercised on a moto without enforcement in
 tests/integration/test_sts_roles.py.
 
 The DynamoDB rows: who may write or read revocations and results. moto checks the
@@ -30,10 +35,11 @@ from runtime.schema import REVOCATION_SHARD, REVOCATIONS_LIVE_INDEX
 pytestmark = pytest.mark.e2e
 
 ROLES = ("TaskRoleArn", "InstanceRoleArn", "ProducerRoleArn")
-WORKER = {"TaskRoleArn", "InstanceRoleArn"}
 CONSUME = ("ReceiveMessage", "DeleteMessage", "ChangeMessageVisibility", "GetQueueAttributes")
 QUEUES = ("celery", "reports", "orders.fifo")
 WORKERS_SEND = {"celery", "orders.fifo"}  # cdk.json: reports is consume-only
+FLEET_QUEUES = {"TaskRoleArn": {"celery", "orders.fifo"},  # cdk.json: workers.ecs.queues
+                "InstanceRoleArn": {"reports"}}            # cdk.json: workers.ec2.queues
 CONTROL_PLANE = ("CreateQueue", "DeleteQueue", "SetQueueAttributes", "ListQueues", "PurgeQueue",
                  "GetQueueUrl")
 
@@ -41,11 +47,13 @@ CONTROL_PLANE = ("CreateQueue", "DeleteQueue", "SetQueueAttributes", "ListQueues
 def expected(role: str, action: str, queue: str) -> bool:
     if action in CONTROL_PLANE:
         return False
-    if queue.endswith(":dlq"):
-        return role in WORKER and action == "SendMessage"
+    name, _, dlq = queue.partition(":")
+    consumes = name in FLEET_QUEUES.get(role, ())
+    if dlq:
+        return consumes and action == "SendMessage"
     if action == "SendMessage":
-        return role == "ProducerRoleArn" or (role in WORKER and queue in WORKERS_SEND)
-    return role in WORKER
+        return role == "ProducerRoleArn" or (consumes and name in WORKERS_SEND)
+    return consumes
 
 
 CASES = [(role, action, queue) for role in ROLES for queue in QUEUES

@@ -16,7 +16,8 @@ import pytest
 
 from local_aws.server_process import PROJECT_ROOT
 from tests.integration.fleet import wait_for
-from tests.integration.ops import drain, make_dead_letters, make_fleet, task_ids
+from local_aws.fleet import create_queue, worker_document
+from tests.integration.ops import drain, make_dead_letters, make_fleet, task_body, task_ids
 
 pytestmark = pytest.mark.integration
 
@@ -91,6 +92,30 @@ def test_redrive_copies_each_dead_letter_back_once_and_empties_the_dlq(moto, tmp
     arrived = assert_exactly_once(fleet, ids)
     for message in arrived:  # the dead-letter marks are gone, the message's own stay
         assert set(message["MessageAttributes"]) == {"tenant"}
+
+
+def test_a_dead_letter_naming_another_queue_is_reported_not_injected_there(moto, tmp_path):
+    """Whoever may send to a DLQ (the workers that consume its queue) sets
+    kit_source_queue to a consume-only queue of the config; the redrive sends each dead
+    letter back to the DLQ's own queue only, and keeps and lists the injected one."""
+    fleet = make_fleet(moto.endpoint_url, tmp_path)
+    victim_name = f"v{fleet.name[1:]}"
+    victim = create_queue(fleet.sqs, victim_name, visibility=30, wait=1)
+    fleet.config.write_text(json.dumps(worker_document(
+        {fleet.name: fleet.queue, victim_name: victim}, default_queue=fleet.name)))
+    ids = make_dead_letters(fleet, 2)
+    fleet.sqs.send_message(QueueUrl=fleet.dlq_url, MessageBody=task_body("injected"),
+                           MessageAttributes={"kit_source_queue": {
+                               "DataType": "String", "StringValue": victim_name}})
+    done, result = redrive(fleet, tmp_path / "journal.jsonl", "--method", "copy")
+    assert drain(fleet, victim["url"]) == []  # nothing reached the consume-only queue
+    assert done.returncode == 1, done.stderr
+    assert [(d["task_id"], d["source_queue"]) for d in result["misdirected_kept"]] == [
+        ("injected", victim_name)]
+    assert result["moved"] == 2
+    assert f"names a queue other than {fleet.name}" in done.stderr
+    assert sorted(task_ids(drain(fleet, fleet.queue["url"]))) == sorted(ids)
+    assert fleet.depth(fleet.dlq_url) == (1, 0)  # left for the operator to inspect
 
 
 def test_dry_run_moves_nothing_and_count_moves_only_that_many(moto, tmp_path):

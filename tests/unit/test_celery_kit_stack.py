@@ -48,8 +48,8 @@ def as_key(value) -> str:
 class Kit:
     """A synthesized CeleryKitStack and ways to ask who may do what in it."""
 
-    def __init__(self, context: dict) -> None:
-        self.spec = load_spec(context)
+    def __init__(self, context: dict, **overrides) -> None:
+        self.spec = load_spec(context, **overrides)
         self.stack = CeleryKitStack(cdk.App(context=CDK_FLAGS), self.spec.stack_name,
                                     spec=self.spec)
         self.template = Template.from_stack(self.stack)
@@ -160,44 +160,55 @@ def any_kit(request) -> Kit:
 
 
 # --- least privilege: worker roles without STS ---------------------------------
+# cdk.json: the ECS fleet (task role, worker 0) consumes celery and orders.fifo, the EC2
+# fleet (instance role, worker 1) reports; reports is consume-only.
 
 WORKERS = pytest.mark.parametrize("worker", [0, 1], ids=["task-role", "instance-role"])
+OWN_QUEUES = {0: ("celery", "orders.fifo"), 1: ("reports",)}
+OTHER_QUEUES = {0: ("reports",), 1: ("celery", "orders.fifo")}
+OWN = pytest.mark.parametrize("worker, queue", [(w, q) for w, qs in OWN_QUEUES.items()
+                                                for q in qs])
+OTHER = pytest.mark.parametrize("worker, queue", [(w, q) for w, qs in OTHER_QUEUES.items()
+                                                  for q in qs])
 
 
-@WORKERS
-@pytest.mark.parametrize("queue", ["celery", "reports", "orders.fifo"])
-def test_worker_role_consumes_with_exactly_the_four_consumer_actions(kit, worker, queue):
+@OWN
+def test_worker_role_consumes_its_fleets_queues_with_exactly_the_four_consumer_actions(
+        kit, worker, queue):
     actions = kit.access(kit.worker_roles[worker])[kit.queue(queue)]
     assert actions - SEND == CONSUME
 
 
-@WORKERS
-def test_worker_role_cannot_send_to_consume_only_reports_queue(kit, worker):
+@OTHER
+def test_worker_role_cannot_touch_the_other_fleets_queues_or_their_dlqs(kit, worker, queue):
+    access = kit.access(kit.worker_roles[worker])
+    assert kit.queue(queue) not in access
+    assert kit.dlq(queue) not in access
+
+
+def test_instance_role_cannot_send_to_its_consume_only_reports_queue(kit):
     assert not kit.spec.queue("reports").workers_send
-    assert "sqs:SendMessage" not in kit.access(kit.worker_roles[worker])[kit.queue("reports")]
+    assert "sqs:SendMessage" not in kit.access(kit.worker_roles[1])[kit.queue("reports")]
 
 
-@WORKERS
 @pytest.mark.parametrize("queue", ["celery", "orders.fifo"])
-def test_worker_role_may_send_to_queues_that_allow_worker_sends(kit, worker, queue):
-    assert "sqs:SendMessage" in kit.access(kit.worker_roles[worker])[kit.queue(queue)]
+def test_task_role_may_send_to_its_queues_that_allow_worker_sends(kit, queue):
+    assert "sqs:SendMessage" in kit.access(kit.worker_roles[0])[kit.queue(queue)]
 
 
-@WORKERS
-@pytest.mark.parametrize("queue", ["celery", "reports", "orders.fifo"])
-def test_worker_role_may_only_move_messages_to_a_dlq_not_consume_it(kit, worker, queue):
+@OWN
+def test_worker_role_may_only_move_messages_to_its_queues_dlqs_not_consume_them(
+        kit, worker, queue):
     assert kit.access(kit.worker_roles[worker])[kit.dlq(queue)] == SEND
 
 
 @WORKERS
-def test_worker_role_access_is_exactly_queues_results_key_and_config(kit, worker):
+def test_worker_role_access_is_exactly_its_queues_results_key_and_config(kit, worker):
+    own = {0: {kit.queue("celery"): CONSUME | SEND, kit.queue("orders.fifo"): CONSUME | SEND,
+               kit.dlq("celery"): SEND, kit.dlq("orders.fifo"): SEND},
+           1: {kit.queue("reports"): CONSUME, kit.dlq("reports"): SEND}}[worker]
     assert kit.access(kit.worker_roles[worker]) == {
-        kit.queue("celery"): CONSUME | SEND,
-        kit.queue("reports"): CONSUME,
-        kit.queue("orders.fifo"): CONSUME | SEND,
-        kit.dlq("celery"): SEND,
-        kit.dlq("reports"): SEND,
-        kit.dlq("orders.fifo"): SEND,
+        **own,
         kit.table: RESULT_READ | RESULT_WRITE,
         kit.live_revocations: REVOCATIONS_READ,
         kit.key: {"kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey"},
@@ -213,6 +224,25 @@ def test_only_the_producer_may_write_revocations_and_workers_only_query_live_one
         kit.role_id(worker) for worker in kit.worker_roles}
     for role_id in kit.role_ids_with_access_to(kit.live_revocations):
         assert kit.access_of_id(role_id)[kit.live_revocations] == REVOCATIONS_READ
+
+
+@WORKERS
+def test_without_fleets_both_identities_reach_every_queue(worker):
+    """No workers block: workers of your own run as either role, on any queue."""
+    kit = Kit(no_fleet_context())
+    access = kit.access(kit.worker_roles[worker])
+    for queue in ("celery", "reports", "orders.fifo"):
+        assert access[kit.queue(queue)] - SEND == CONSUME
+        assert access[kit.dlq(queue)] == SEND
+
+
+def test_fleets_left_out_keep_their_identities_access():
+    """``-c celery_sqs_kit:fleets=false`` (the local stage) drops the fleets' resources,
+    not the isolation between their identities."""
+    kit = Kit(default_context(), fleets="false")
+    kit.template.resource_count_is("AWS::ECS::Service", 0)
+    assert kit.queue("reports") not in kit.access(kit.worker_roles[0])
+    assert kit.queue("celery") not in kit.access(kit.worker_roles[1])
 
 
 def test_no_identity_policy_grants_queue_admin_discovery_or_wildcards(any_kit):
@@ -287,6 +317,11 @@ def test_without_producer_role_there_is_no_producer_output():
 
 
 # --- least privilege with STS ----------------------------------------------------
+# sts_context: the ECS fleet's queues on its broker role, reports on a dedicated role.
+
+
+def ecs_broker(kit: Kit):
+    return kit.stack.broker_roles[("ecs",)]
 
 
 @WORKERS
@@ -297,19 +332,24 @@ def test_with_sts_worker_roles_hold_no_queue_actions(sts_kit, worker):
     actions = set().union(*access.values())
     assert not any(action.startswith("sqs:") for action in actions)
     assert {action.split(":")[0] for action in actions} == {"sts", "dynamodb", "kms", "ssm"}
-    assert set(access) == {sts_kit.ref(sts_kit.stack.broker_role.role_arn),
-                           sts_kit.ref(sts_kit.stack.dedicated_roles["reports"].role_arn),
-                           sts_kit.table, sts_kit.live_revocations, sts_kit.key,
+    role = ecs_broker(sts_kit) if worker == 0 else sts_kit.stack.dedicated_roles["reports"]
+    assert set(access) == {sts_kit.ref(role.role_arn), sts_kit.table,
+                           sts_kit.live_revocations, sts_kit.key,
                            sts_kit.parameter}
 
 
 @WORKERS
-def test_with_sts_worker_roles_may_assume_only_the_broker_and_dedicated_roles(sts_kit, worker):
+def test_with_sts_worker_roles_may_assume_only_their_fleets_roles(sts_kit, worker):
     access = sts_kit.access(sts_kit.worker_roles[worker])
     assumable = {resource for resource, actions in access.items() if "sts:AssumeRole" in actions}
-    assert assumable == {sts_kit.ref(sts_kit.stack.broker_role.role_arn),
-                         sts_kit.ref(sts_kit.stack.dedicated_roles["reports"].role_arn)}
+    role = ecs_broker(sts_kit) if worker == 0 else sts_kit.stack.dedicated_roles["reports"]
+    assert assumable == {sts_kit.ref(role.role_arn)}
     assert all(access[r] == {"sts:AssumeRole"} for r in assumable)
+
+
+def test_with_sts_there_is_no_role_shared_by_fleets_that_share_no_queue(sts_kit):
+    assert set(sts_kit.stack.broker_roles) == {("ecs",)}
+    assert sts_kit.stack.broker_role is None
 
 
 def test_dedicated_role_is_the_only_consumer_of_its_queue(sts_kit):
@@ -330,9 +370,9 @@ def test_dedicated_role_may_use_only_its_queue(sts_kit):
     }
 
 
-def test_broker_role_serves_the_shared_queues_but_not_the_dedicated_one(sts_kit):
+def test_fleet_broker_role_serves_its_fleets_queues_only(sts_kit):
     kit = sts_kit
-    assert kit.access(kit.stack.broker_role) == {
+    assert kit.access(ecs_broker(kit)) == {
         kit.queue("celery"): CONSUME | SEND,
         kit.queue("orders.fifo"): CONSUME | SEND,
         kit.dlq("celery"): SEND,
@@ -341,12 +381,12 @@ def test_broker_role_serves_the_shared_queues_but_not_the_dedicated_one(sts_kit)
     }
 
 
-@pytest.mark.parametrize("description", [
-    "Celery broker access, assumed by worker roles via STS",
-    "Celery access to queue reports only",
+@pytest.mark.parametrize("description, trusted_worker", [
+    ("Celery broker access, assumed by the ECS fleet's role via STS", 0),
+    ("Celery access to queue reports only", 1),
 ])
-def test_sts_roles_trust_only_the_worker_roles_with_spec_session_and_external_id(sts_kit,
-                                                                                description):
+def test_sts_roles_trust_only_their_fleets_role_with_spec_session_and_external_id(
+        sts_kit, description, trusted_worker):
     kit = sts_kit
     kit.template.has_resource_properties("AWS::IAM::Role", {
         "Description": description,
@@ -360,8 +400,42 @@ def test_sts_roles_trust_only_the_worker_roles_with_spec_session_and_external_id
     (role,) = [r for r in kit.roles().values()
                if r["Properties"].get("Description") == description]
     (statement,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
-    trusted = sorted(map(as_key, as_list(statement["Principal"]["AWS"])))
-    assert trusted == sorted(kit.ref(r.role_arn) for r in kit.worker_roles)
+    trusted = list(map(as_key, as_list(statement["Principal"]["AWS"])))
+    assert trusted == [kit.ref(kit.worker_roles[trusted_worker].role_arn)]
+
+
+def shared_context() -> dict:
+    """Both fleets consume celery; each has a queue of its own; reports is dedicated."""
+    ctx = sts_context()
+    ctx["workers"]["ecs"]["queues"] = ["celery", "orders.fifo"]
+    ctx["workers"]["ec2"]["queues"] = ["celery", "reports"]
+    return ctx
+
+
+def test_a_queue_both_fleets_consume_sits_on_a_broker_role_both_may_assume():
+    kit = Kit(shared_context())
+    assert set(kit.stack.broker_roles) == {("ecs", "ec2"), ("ecs",)}
+    shared = kit.stack.broker_role
+    assert set(kit.access(shared)) == {kit.queue("celery"), kit.dlq("celery"), kit.key}
+    (statement,) = kit.resources[kit.role_id(shared)]["Properties"][
+        "AssumeRolePolicyDocument"]["Statement"]
+    assert sorted(map(as_key, statement["Principal"]["AWS"])) == sorted(
+        kit.ref(r.role_arn) for r in kit.worker_roles)
+    text = like_cloudformation(kit.json["Outputs"]["WorkerConfig"]["Value"], kit.resources,
+                               kit.spec.stack_name)
+    config = parse_document(json.loads(text), "WorkerConfig output")
+    assert kit.role_id(shared) in config.sts.role_arn
+    assert config.queues["celery"].sts_role_arn is None
+    assert kit.role_id(ecs_broker(kit)) in config.queues["orders.fifo"].sts_role_arn
+
+
+def test_a_dedicated_role_no_fleet_may_assume_is_a_spec_error():
+    ctx = sts_context()
+    ctx["workers"]["ec2"]["queues"] = ["celery"]
+    with pytest.raises(SpecError) as raised:
+        load_spec(ctx)
+    assert raised.value.field == "queues[reports].dedicated_role"
+    assert "needs a fleet that consumes the queue" in str(raised.value)
 
 
 # --- outputs, SSM parameter and the worker config ---------------------------------
@@ -384,9 +458,10 @@ def test_role_outputs_name_the_roles(kit):
 
 
 def test_broker_role_output_only_with_sts(kit, sts_kit):
-    assert kit.template.find_outputs("BrokerRoleArn") == {}
-    sts_kit.template.has_output("BrokerRoleArn",
-                                {"Value": sts_kit.stack.resolve(sts_kit.stack.broker_role.role_arn)})
+    assert kit.template.find_outputs("BrokerRole*") == {}
+    assert sts_kit.template.find_outputs("BrokerRoleArn") == {}
+    sts_kit.template.has_output("BrokerRoleEcsArn",
+                                {"Value": sts_kit.stack.resolve(ecs_broker(sts_kit).role_arn)})
 
 
 def test_config_parameter_is_named_after_the_stack(kit):
@@ -480,12 +555,13 @@ def test_worker_config_with_sts_names_the_roles_to_assume(sts_kit):
     text = like_cloudformation(kit.json["Outputs"]["WorkerConfig"]["Value"], kit.resources,
                                kit.spec.stack_name)
     config = parse_document(json.loads(text), "WorkerConfig output")
-    broker = kit.role_id(kit.stack.broker_role)
+    broker = kit.role_id(ecs_broker(kit))
     dedicated = kit.role_id(kit.stack.dedicated_roles["reports"])
-    assert broker in config.sts.role_arn
+    assert config.sts.role_arn is None  # no queue is shared by both fleets
     assert (config.sts.token_timeout, config.sts.external_id) == (1800, "fleet-ext-id")
     assert dedicated in config.queues["reports"].sts_role_arn
-    assert config.queues["celery"].sts_role_arn is None
+    assert broker in config.queues["celery"].sts_role_arn
+    assert broker in config.queues["orders.fifo"].sts_role_arn
 
 
 TIER_LIMITS = {"Standard": 4096, "Advanced": 8192}

@@ -123,6 +123,15 @@ def test_sts_role_becomes_transport_options():
     assert options["sts_external_id"] == "fleet-1"
 
 
+def test_sts_without_a_shared_role_sets_no_global_role():
+    def per_fleet(doc):
+        doc["sts"] = {"role_arn": None, "token_timeout": 1800}
+        doc["queues"]["reports"]["sts_role_arn"] = "arn:aws:iam::123456789012:role/ec2-broker"
+    options = settings(per_fleet)["broker_transport_options"]
+    assert "sts_role_arn" not in options and options["sts_token_timeout"] == 1800
+    assert options["predefined_queues"]["reports"]["sts_role_arn"].endswith("/ec2-broker")
+
+
 def test_per_queue_role_is_passed_per_queue():
     def dedicated(doc):
         doc["queues"]["reports"]["sts_role_arn"] = "arn:aws:iam::123456789012:role/reports"

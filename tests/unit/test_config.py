@@ -123,7 +123,8 @@ def _broken(mutate) -> dict:
     (lambda d: d["queues"]["celery"]["dead_letter_queue"].pop("arn"),
      "queues.celery.dead_letter_queue.arn", "is missing"),
     (lambda d: d.pop("region"), "region", "is missing"),
-    (lambda d: d.update(sts={"token_timeout": 900}), "sts.role_arn", "is missing"),
+    (lambda d: d.update(sts={"role_arn": "arn:aws:iam::123456789012:role/b"}), "sts.token_timeout",
+     "is missing"),
     (lambda d: d["queues"]["celery"].update(secret_access_key="x"),
      "queues.celery.secret_access_key", "credentials do not belong"),
     (lambda d: d["result_backend"].pop("table"), "result_backend.table", "is missing"),
@@ -213,6 +214,16 @@ def test_the_document_with_every_optional_field_is_valid():
 def test_a_document_without_a_queue_s_largest_message_means_256_kib():
     """Written before the field: the limit the runtime then applied to every queue."""
     assert parse_document(document(), "doc.json").queues["reports"].max_message_bytes == 262_144
+
+
+def test_sts_without_a_shared_role_leaves_each_queue_to_name_its_own():
+    """Fleets that share no queue have no role in common (infra.settings): ``sts.role_arn``
+    is then null and every queue's entry names its fleet's role."""
+    doc = full_document()
+    doc["sts"]["role_arn"] = None
+    config = parse_document(doc, "outputs.json")
+    assert config.sts.role_arn is None and config.sts.token_timeout == 900
+    assert config.queues["celery"].sts_role_arn == ROLE
 
 
 @pytest.mark.parametrize("path, value, rule", BAD_VALUES,

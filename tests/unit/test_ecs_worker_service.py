@@ -95,15 +95,33 @@ def test_task_runs_as_the_kits_task_role_and_logs_to_an_encrypted_retained_group
         "KmsKeyId": Match.any_value()})
 
 
-def test_task_role_may_protect_only_its_own_clusters_tasks_from_scale_in(built):
+def test_task_role_may_protect_only_its_own_services_tasks_from_scale_in(built):
+    """The task ARN names the cluster; the tag condition narrows it to this service's
+    tasks (a shared cluster's other services are out of reach)."""
+    tag = built.service.fleet_tag_value
     built.template.has_resource_properties("AWS::IAM::Policy", {
         "Roles": [built.ref(built.roles.task_role.role_name)],
         "PolicyDocument": {"Statement": Match.array_with([{
             "Action": ["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
             "Effect": "Allow",
+            "Condition": {"StringEquals": {"aws:ResourceTag/celery-sqs-kit:fleet": tag}},
             "Resource": built.ref(built.service.task_protection_arn)}])}})
     parts = built.ref(built.service.task_protection_arn)["Fn::Join"][1]
     assert parts[-3:] == [":task/", built.ref(built.service.cluster.cluster_name), "/*"]
+    built.template.has_resource_properties("AWS::ECS::Service", {
+        "PropagateTags": "SERVICE",
+        "Tags": Match.array_with([{"Key": "celery-sqs-kit:fleet", "Value": tag}])})
+
+
+def test_two_services_on_one_cluster_may_not_protect_each_others_tasks():
+    stack = cdk.Stack(cdk.App(), "Shared")
+    queues = [CeleryQueue(stack, "Celery", queue_name="celery")]
+    cluster = ecs.Cluster(stack, "Cluster", vpc=ec2.Vpc(stack, "Vpc", max_azs=1))
+    services = [EcsWorkerService(stack, f"Fleet{i}", queues=queues,
+                                 task_role=WorkerRoles(stack, f"Workers{i}").task_role,
+                                 config_parameter_name=PARAMETER, image=IMAGE, cluster=cluster)
+                for i in (1, 2)]
+    assert services[0].fleet_tag_value != services[1].fleet_tag_value
 
 
 def test_execution_role_may_only_write_the_log_group_for_an_image_uri(built):

@@ -1,4 +1,4 @@
-"""runtime.ops.copy's pure parts: what a copy carries, where it goes, what a failed send
+"""runtime.ops.copy's pure parts: what a copy carries, which it refuses, what a failed send
 means; and runtime.ops.move_task's reading of "this endpoint has no move tasks"."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from botocore.exceptions import (ConnectionClosedError, EndpointConnectionError,
 from botocore.exceptions import ClientError
 
 from runtime.config import parse_document
-from runtime.ops.copy import Pacer, copy_request, destination, hold_for, known_unsent
+from runtime.ops.copy import (Pacer, copy_request, hold_for, known_unsent,
+                              names_another_queue)
 from runtime.ops.move_task import not_offered
 from tests.documents import document
 
@@ -47,11 +48,14 @@ def test_a_fifo_copy_keeps_its_group_and_has_a_deduplication_id_fixed_per_dead_l
     assert copy_request(letter, fifo) == request  # the same on every attempt and every rerun
 
 
-def test_the_destination_is_the_queue_kit_source_queue_names_else_the_owner():
+def test_only_a_kit_source_queue_naming_another_queue_marks_a_dead_letter_as_misdirected():
+    """The destination is always the owner (the queue whose DLQ it is); the attribute, which
+    any sender may set, only decides whether the dead letter is refused."""
     owner = CONFIG.queues["reports"]
-    assert destination(dead_letter("celery"), owner, CONFIG) is CONFIG.queues["celery"]
-    assert destination(dead_letter("gone"), owner, CONFIG) is owner
-    assert destination({"MessageId": "m"}, owner, CONFIG) is owner
+    assert names_another_queue(dead_letter("celery"), owner)
+    assert names_another_queue(dead_letter("gone"), owner)
+    assert not names_another_queue(dead_letter("reports"), owner)
+    assert not names_another_queue({"MessageId": "m"}, owner)
 
 
 def test_only_a_refusal_or_no_connection_proves_a_send_stored_nothing():

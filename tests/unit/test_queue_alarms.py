@@ -119,6 +119,25 @@ def test_topic_is_encrypted_with_the_kit_key_tls_only_and_cloudwatch_may_use_the
             "Action": ["kms:Decrypt", "kms:GenerateDataKey*"]})])})}))
 
 
+def test_cloudwatch_may_publish_to_the_topic_for_these_alarms_of_this_account_only(kit):
+    """The topic policy replaces SNS's default allow: without an explicit Allow for
+    cloudwatch.amazonaws.com, alarms would notify no one."""
+    stack, template = kit
+    (policy,) = template.find_resources("AWS::SNS::TopicPolicy").values()
+    (allow,) = [s for s in policy["Properties"]["PolicyDocument"]["Statement"]
+                if s["Effect"] == "Allow"]
+    arns = [stack.resolve(a.alarm_arn) for made in stack.alarms.alarms.values()
+            for a in made.values()]
+    assert allow == {"Sid": "CloudWatchAlarmsPublish", "Effect": "Allow",
+                     "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                     "Action": "sns:Publish",
+                     "Resource": stack.resolve(stack.alarms.topic.topic_arn),
+                     "Condition": {"ArnEquals": {"aws:SourceArn": arns},
+                                   "StringEquals": {"aws:SourceAccount": {
+                                       "Ref": "AWS::AccountId"}}}}
+    assert len(arns) == 12
+
+
 def test_dashboard_shows_queues_dlqs_tasks_runtime_and_errors(kit):
     stack, template = kit
     (dashboard,) = template.find_resources("AWS::CloudWatch::Dashboard").values()

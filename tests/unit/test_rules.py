@@ -307,3 +307,36 @@ def test_unresolved_fleet_values_skip_their_rules():
     rules.check_fleet(FLEET, **{**VALID_FLEET, "max_capacity": UNKNOWN}, unresolved=unresolved)
     rules.check_fargate_size(FLEET, cpu=UNKNOWN, memory=3, unresolved=unresolved)
     rules.check_ecs_stop_timeout("stop_timeout", UNKNOWN, unresolved)
+
+
+# --- extra trusted principals ----------------------------------------------------
+
+ACCOUNT = "123456789012"
+
+
+@pytest.mark.parametrize("arn", [f"arn:aws:iam::{ACCOUNT}:user/ops",
+                                 f"arn:aws:iam::{ACCOUNT}:role/team/Admin"])
+def test_same_account_user_or_role_is_a_trusted_principal(arn):
+    rules.check_trusted_principals("extra", [arn], account=ACCOUNT)
+
+
+@pytest.mark.parametrize("arn, rule", [
+    ("arn:aws:iam::999999999999:root", "must be an IAM user or role ARN of the stack's own "
+                                       "account"),
+    (ACCOUNT, "must be an IAM user or role ARN"),
+    (f"arn:aws:iam::{ACCOUNT}:*", "must be an IAM user or role ARN"),
+    ("arn:aws:iam::999999999999:role/Admin", "the stack's account is 123456789012"),
+])
+def test_root_wildcard_or_foreign_principal_names_field_rule_and_value(arn, rule):
+    with pytest.raises(SpecError) as raised:
+        rules.check_trusted_principals("extra", [arn], account=ACCOUNT)
+    assert raised.value.field == "extra[0]" and raised.value.value == arn
+    assert rule in raised.value.rule
+    assert "without an ExternalId" in raised.value.rule
+
+
+def test_trusted_principal_against_an_unresolved_account_is_refused():
+    with pytest.raises(SpecError, match="must be known at synth"):
+        rules.check_trusted_principals("extra", [f"arn:aws:iam::{ACCOUNT}:user/ops"],
+                                       account="${Token[AWS.AccountId.1]}",
+                                       unresolved=lambda value: value.startswith("${Token"))

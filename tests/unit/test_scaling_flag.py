@@ -17,6 +17,8 @@ def test_scaling_false_keeps_both_fleets_without_scaling():
 
 
 def test_fleets_false_wins_and_a_bad_value_names_the_key():
-    assert load_spec(CONTEXT, fleets="false", scaling="false").workers.ecs is None
+    workers = load_spec(CONTEXT, fleets="false", scaling="false").workers
+    # The fleets are not deployed, but their queues still decide their identities' access.
+    assert workers.deployed is False and workers.ecs is not None
     with pytest.raises(SpecError, match="celery_sqs_kit:scaling"):
         load_spec(CONTEXT, scaling="maybe")

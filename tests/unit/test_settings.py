@@ -181,12 +181,12 @@ SPEC_RULES = [
     ("result-ttl-below-minute", with_fleet(result_backend={"ttl_seconds": 59}),
      "celery_sqs_kit.result_backend.ttl_seconds", "must be 60..31536000 seconds", 59),
     ("principal-not-an-arn", with_fleet(extra_trusted_principals=["ops"]),
-     "celery_sqs_kit.extra_trusted_principals[0]", "must be an IAM principal ARN", "ops"),
+     "celery_sqs_kit.extra_trusted_principals[0]", "must be an IAM user or role ARN", "ops"),
     ("principal-not-iam", with_fleet(extra_trusted_principals=[OPS, "arn:aws:s3:::bucket"]),
-     "celery_sqs_kit.extra_trusted_principals[1]", "must be an IAM principal ARN",
+     "celery_sqs_kit.extra_trusted_principals[1]", "must be an IAM user or role ARN",
      "arn:aws:s3:::bucket"),
     ("principal-not-a-string", with_fleet(extra_trusted_principals=[123456789012]),
-     "celery_sqs_kit.extra_trusted_principals[0]", "must be an IAM principal ARN", 123456789012),
+     "celery_sqs_kit.extra_trusted_principals[0]", "must be an IAM user or role ARN", 123456789012),
     ("principals-not-a-list", with_fleet(extra_trusted_principals=OPS),
      "celery_sqs_kit.extra_trusted_principals", "must be of type list", OPS),
     ("workers-not-a-mapping", with_fleet(workers=["ecs"]), "celery_sqs_kit.workers",
@@ -276,6 +276,8 @@ SPEC_RULES = [
      "queues[reports].max_message_age", "must be of type int or null", "1h"),
     ("scaling-as-string", with_fleet(workers={"scaling": "no"}),
      "celery_sqs_kit.workers.scaling", "must be of type bool", "no"),
+    ("deployed-as-string", with_fleet(workers={"deployed": "no"}),
+     "celery_sqs_kit.workers.deployed", "must be of type bool", "no"),
     ("alarms-not-a-mapping", with_fleet(alarms=["email"]), "celery_sqs_kit.alarms",
      "must be a mapping", ["email"]),
     ("unknown-alarms-field", with_fleet(alarms={"page": True}), "celery_sqs_kit.alarms",
@@ -420,18 +422,18 @@ def test_spec_is_frozen():
 
 
 def test_principals_override_splits_commas_and_trims():
-    spec = load_spec(default_context(), f" {OPS} ,{ADMIN},")
+    spec = load_spec(default_context(), f" {OPS} ,{ADMIN},", local_stage="true")
     assert spec.extra_trusted_principals == (OPS, ADMIN)
 
 
 def test_principals_override_replaces_the_context_list():
-    spec = load_spec(with_fleet(extra_trusted_principals=[ADMIN]), OPS)
+    spec = load_spec(with_fleet(extra_trusted_principals=[ADMIN]), OPS, local_stage="true")
     assert spec.extra_trusted_principals == (OPS,)
 
 
 @pytest.mark.parametrize("override", [None, ""])
 def test_absent_principals_override_keeps_the_context_list(override):
-    spec = load_spec(with_fleet(extra_trusted_principals=[ADMIN]), override)
+    spec = load_spec(with_fleet(extra_trusted_principals=[ADMIN]), override, local_stage="true")
     assert spec.extra_trusted_principals == (ADMIN,)
 
 
@@ -440,6 +442,26 @@ def test_principals_override_entries_are_validated():
         load_spec(None, f"{OPS},arn:aws:sqs:eu-west-1:123456789012:celery")
     assert raised.value.field == "celery_sqs_kit.extra_trusted_principals[1]"
     assert str(raised.value).endswith("got 'arn:aws:sqs:eu-west-1:123456789012:celery'")
+
+
+def test_extra_principals_are_refused_outside_the_local_stage():
+    for local_stage in (None, False, "false"):
+        with pytest.raises(SpecError) as raised:
+            load_spec(default_context(), OPS, local_stage=local_stage)
+        assert raised.value.field == "celery_sqs_kit.extra_trusted_principals"
+        assert "is refused outside the local stage" in str(raised.value)
+        assert raised.value.value == [OPS]
+
+
+@pytest.mark.parametrize("arn", [
+    "arn:aws:iam::999999999999:root", "arn:aws:iam::123456789012:root", "123456789012",
+    "arn:aws:iam::123456789012:user/*", "*", "arn:aws:iam::123456789012:group/ops",
+    "arn:aws:sts::123456789012:assumed-role/ops/session"])
+def test_a_root_wildcard_or_other_principal_kind_is_refused_even_on_the_local_stage(arn):
+    with pytest.raises(SpecError) as raised:
+        load_spec(default_context(), [arn], local_stage="true")
+    assert raised.value.field == "celery_sqs_kit.extra_trusted_principals[0]"
+    assert "must be an IAM user or role ARN of the stack's own account" in str(raised.value)
 
 
 def test_sts_spec_with_dedicated_role_loads():
@@ -459,7 +481,7 @@ def test_queue_without_dlq_may_take_a_dlq_like_name():
 
 def test_extra_principals_context_entry_may_be_a_list():
     arn = "arn:aws:iam::123456789012:user/ops"
-    spec = load_spec({"queues": [{"name": "celery"}]}, [arn])
+    spec = load_spec({"queues": [{"name": "celery"}]}, [arn], local_stage=True)
     assert spec.extra_trusted_principals == (arn,)
 
 
@@ -507,7 +529,10 @@ def test_shipped_spec_turns_on_both_fleets_with_the_local_image():
 
 @pytest.mark.parametrize("flag", [False, "false"])
 def test_fleets_flag_leaves_the_fleets_out(flag):
-    assert load_spec(default_context(), None, flag).workers == WorkersSpec()
+    # Not deployed, but the fleets' queues still decide their identities' access.
+    workers = load_spec(default_context(), None, flag).workers
+    full = load_spec(default_context()).workers
+    assert workers == WorkersSpec(ecs=full.ecs, ec2=full.ec2, deployed=False)
 
 
 @pytest.mark.parametrize("flag", [None, True, "true"])

@@ -18,12 +18,13 @@ CDK_FLAGS = {k: v for k, v in json.loads((ROOT / "cdk.json").read_text())["conte
 OPS = "arn:aws:iam::123456789012:user/ops"
 ADMIN = "arn:aws:iam::123456789012:role/Admin"
 EXTERNAL_ID = "fleet-ext-id"
+ENV = cdk.Environment(account="123456789012", region="eu-west-1")
 
 
 class Built:
     def __init__(self, name: str, flags: dict = CDK_FLAGS, *, assumable: bool = False,
                  **props) -> None:
-        self.stack = cdk.Stack(cdk.App(context=flags), name)
+        self.stack = cdk.Stack(cdk.App(context=flags), name, env=ENV)
         self.roles = WorkerRoles(self.stack, "Workers", **props)
         self.assumable = (self.roles.new_assumable_role("Broker", description="broker access")
                           if assumable else None)
@@ -121,6 +122,26 @@ def test_extra_principal_joins_the_service_in_one_trust_statement(with_operator,
     with_operator.template.has_resource_properties("AWS::IAM::Role", {
         "Description": description,
         "AssumeRolePolicyDocument": only_trusts({"Service": service, "AWS": OPS})})
+
+
+@pytest.mark.parametrize("arn, why", [
+    ("arn:aws:iam::999999999999:user/ops", "the stack's account is 123456789012"),
+    ("arn:aws:iam::999999999999:root", "must be an IAM user or role ARN"),
+    ("arn:aws:iam::123456789012:root", "must be an IAM user or role ARN"),
+])
+def test_a_foreign_or_root_principal_is_refused_before_any_role_exists(arn, why):
+    stack = cdk.Stack(cdk.App(context=CDK_FLAGS), "Foreign", env=ENV)
+    with pytest.raises(SpecError) as raised:
+        WorkerRoles(stack, "Workers", extra_trusted_principals=[OPS, arn])
+    assert raised.value.field == "extra_trusted_principals[1]"
+    assert why in str(raised.value) and raised.value.value == arn
+    assert stack.node.try_find_child("Workers") is None
+
+
+def test_extra_principals_need_the_stacks_account_at_synth():
+    stack = cdk.Stack(cdk.App(context=CDK_FLAGS), "Agnostic")
+    with pytest.raises(SpecError, match=r"must be known at synth \(CDK_DEFAULT_ACCOUNT\)"):
+        WorkerRoles(stack, "Workers", extra_trusted_principals=[OPS])
 
 
 @pytest.mark.parametrize("fixture", ["plain", "sts"])
