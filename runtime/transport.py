@@ -108,11 +108,34 @@ Far ETAs
     (naming the queue, the ETA and the limit) before any request. Stock: a task
     held past its visibility timeout is delivered again (and run twice).
 
+    A task is parked for at most 30 days (``runtime.limits.MAX_ETA_SECONDS``): each park
+    is a new message, so SQS's retention, the receive count and the oldest-message alarm
+    never see it, and nothing else would end it. A task received due later than that
+    goes to the DLQ (``kit_reason`` ``ETA too far: ...``, naming the ETA), on any queue,
+    and publishing one raises :class:`~runtime.errors.EtaTooFar` before any request. A
+    task whose ``expires`` header has passed is neither parked nor dead-lettered: it is
+    delivered, and Celery discards it before it looks at its ETA, recording it REVOKED
+    (expired) with its ``task_revoked`` signal and acking it, as it does with any
+    expired task; a task that expires later is parked until then.
+
 Poison and rejected messages
-    A message that is not a kombu message (not JSON, or no properties/headers)
-    is sent to the queue's DLQ with its body, its own message attributes and the
-    attributes ``kit_reason`` and ``kit_source_queue`` (FIFO: its group and
-    deduplication ids), then deleted. A task rejected without requeue
+    A message that is not a kombu message is sent to the queue's DLQ with its body, its
+    own message attributes and the attributes ``kit_reason`` (what was wrong, e.g.
+    ``undecodable: not a kombu message (headers is an array, not an object)``) and
+    ``kit_source_queue`` (FIFO: its group and deduplication ids), then deleted. Every
+    field the transport or kombu reads before a consumer sees the message is checked
+    (``runtime.poison`` lists them), and each message of a batch is sorted on its own: if
+    the transport still fails on one, that one goes to the DLQ (``unreadable: ...``) and
+    the rest of the batch is delivered. If kombu or the consumer raises on a message it
+    has not acked or rejected (a strategy of Celery's on a task it cannot read, e.g. one
+    without an ``id``), the error is logged with the message id, the message goes to the
+    DLQ (``its consumer failed on it: ...``) and frees its prefetch slot, and the event
+    loop never sees the error: stock lets it stop the worker (``Unrecoverable error``),
+    and the message then stops every worker it comes to, up to ``maxReceiveCount``
+    times. What Celery refuses itself (an unknown task, a refused content type) it
+    rejects, which sends it to the DLQ as below; a body it cannot decode it logs and
+    acks (``on_decode_error``), and that ack sends it to the DLQ too (``undecodable by
+    its consumer: ...``), where stock deletes it. A task rejected without requeue
     (``Reject(requeue=False)``) goes to the DLQ the same way, at once and without
     running again. Without a DLQ in the options both are left for SQS to deliver
     again (and for the queue's redrive policy, if it has one), and logged;
@@ -230,6 +253,7 @@ REMOTE_CONTROL = (
 REJECTED = "rejected without requeue"
 UNREADABLE = "unreadable: the transport failed on it"
 CONSUMER_FAILED = "its consumer failed on it"
+UNDECODABLE = "undecodable by its consumer"
 TOO_FAR = "ETA too far"
 """Each starts the ``kit_reason`` of a DLQ move (``runtime.poison.POISON`` too)."""
 
@@ -270,10 +294,26 @@ class QoS(SQS.QoS):
             self.channel.lane(url).change_visibility([delivery_tag], delay)
 
 
+class Message(virtual.Message):
+    """kombu's message, which remembers why its body could not be decoded: Celery logs
+    such a message and acks it (``on_decode_error``), and the channel then sends it to
+    the DLQ instead of deleting it."""
+
+    undecodable = ""
+
+    def decode(self) -> Any:
+        try:
+            return super().decode()
+        except Exception as error:  # what kombu's deserializers raise on a sender's bytes
+            self.undecodable = repr(error)
+            raise
+
+
 class Channel(SQS.Channel):
     """Stock SQS channel with the kit's credentials, lanes, receive loop and shutdown."""
 
     QoS = QoS
+    Message = Message
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._closing = False
@@ -665,7 +705,12 @@ class Channel(SQS.Channel):
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
         delivery = self._sqs_delivery(delivery_tag)
         if delivery is not None:
-            self.lane(delivery[0]).ack(delivery_tag)
+            undecodable = getattr(self.qos.get(delivery_tag), "undecodable", "")
+            if undecodable:  # acked by a consumer that could not decode it: not lost
+                self.lane(delivery[0]).dead_letter(delivery[1],
+                                                   f"{UNDECODABLE}: {undecodable}")
+            else:
+                self.lane(delivery[0]).ack(delivery_tag)
         return virtual.Channel.basic_ack(self, delivery_tag)
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:

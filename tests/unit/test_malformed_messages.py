@@ -63,6 +63,7 @@ class Consumer:
         self.fail_with: Exception | None = None
         """Raised on the next delivery."""
         self.ack_first = False
+        self.ack_undecodable = False
 
     def __call__(self, message: Any) -> None:
         if self.ack_first:
@@ -71,7 +72,13 @@ class Consumer:
         if error is not None:
             raise error
         message.accept = {"application/json"}
-        _args, _kwargs, _embed = message.payload
+        try:
+            _args, _kwargs, _embed = message.payload
+        except Exception:
+            if not self.ack_undecodable:
+                raise
+            message.ack()  # as Celery's on_decode_error does, after logging it
+            return
         _task_id = message.headers["id"]
         message.ack()
         self.acked.append(message.delivery_tag)
@@ -83,9 +90,10 @@ class Setup:
         self.channel, self.stub, self.lane, self.consumer = channel, stub, lane, consumer
 
     def receive(self, *messages: dict[str, Any]) -> None:
-        """One receive's batch, as the receive thread hands it to the event loop, then one
-        pass of the lane's thread."""
+        """One receive's batch, as the receive thread hands it to the event loop, then the
+        lane's thread: a pass, and the next one, which deletes what the first moved."""
         self.channel._on_received(QUEUE, QUEUE, URL, 10, list(messages), callback=None)
+        self.lane._tick()
         self.lane._tick()
 
     def sent_to(self, url: str) -> list[dict[str, Any]]:
@@ -106,6 +114,7 @@ class Setup:
         self.stub.calls.clear()
         self.consumer.acked.clear()
         self.consumer.fail_with, self.consumer.ack_first = None, False
+        self.consumer.ack_undecodable = False
 
 
 @contextmanager
@@ -249,7 +258,6 @@ def test_a_consumer_that_acked_before_failing_keeps_its_ack(kit):
     message = sqs_message(task("acked"))
     kit.consumer.ack_first, kit.consumer.fail_with = True, RuntimeError("after the ack")
     kit.receive(message)
-    kit.lane._tick()
     assert kit.sent_to(DLQ) == []
     assert kit.deleted() == [message["ReceiptHandle"]]
 
@@ -260,6 +268,7 @@ def test_a_plain_kombu_consumer_s_failure_is_contained_too(kit, monkeypatch):
     monkeypatch.setattr(kit.channel, "_receive", lambda *_a: [bad, good])
     kit.consumer.fail_with = ValueError("first")
     kit.channel._get_bulk(QUEUE)
+    kit.lane._tick()
     kit.lane._tick()
     assert kit.reason_of(bad) == "its consumer failed on it: ValueError('first')"
     assert kit.consumer.acked == [good["ReceiptHandle"]]
@@ -407,3 +416,16 @@ def test_publishing_a_task_due_beyond_the_maximum_is_refused_before_any_request(
                        r"\(30 days\)\); the bundled transport keeps a task for at most 30 days"):
         kit.channel._put(queue, {"headers": {"id": "t1", "eta": eta}, "properties": {}})
     assert requests == []
+
+
+
+def test_a_task_its_consumer_cannot_decode_and_acks_goes_to_the_dlq_not_away(kit):
+    """Celery logs a body it cannot decode and acks it (``on_decode_error``): the ack of a
+    message whose decode failed sends it to the DLQ instead of deleting it."""
+    envelope = task("garbled")
+    envelope["body"] = base64.b64encode(b"{not json").decode()
+    message = sqs_message(envelope)
+    kit.consumer.ack_undecodable = True
+    kit.receive(message)
+    assert kit.reason_of(message).startswith("undecodable by its consumer: DecodeError(")
+    assert kit.deleted() == [message["ReceiptHandle"]]  # after its DLQ copy was sent
