@@ -108,11 +108,16 @@ class MessageTooLarge(TransportError):
 
 
 class EtaTooFar(TransportError):
-    hint = ("the bundled transport keeps a task for at most 30 days before its ETA "
-            "(runtime.limits.MAX_ETA_SECONDS), and a FIFO queue takes no per-message delay, so "
-            "a worker holds a FIFO task for at most the transport option eta_hold_limit: "
-            "publish nearer the ETA (celery beat), use a standard queue (far ETAs are parked "
-            "there), or raise eta_hold_limit (at most 39600 s); nothing was sent")
+    hint = ("a FIFO queue takes no per-message delay, and a worker holds a message for at "
+            "most the transport option eta_hold_limit: publish nearer the ETA (celery beat), "
+            "use a standard queue (far ETAs are parked there), or raise eta_hold_limit (at "
+            "most 39600 s); nothing was sent")
+    beyond_maximum_hint = (
+        "the bundled transport keeps a task for at most 30 days before its ETA "
+        "(runtime.limits.MAX_ETA_SECONDS), and a worker sends a task due later to the DLQ: "
+        "publish nearer the ETA (celery beat), or keep the date in a store of your own; "
+        "nothing was sent")
+    """The hint when the ETA is beyond ``MAX_ETA_SECONDS``, on any queue."""
 
 
 class CredentialsError(TransportError):

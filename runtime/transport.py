@@ -841,11 +841,13 @@ def check_eta(queue: str, headers: dict[str, Any], limit: int) -> None:
     if eta is None:
         return
     beyond = too_far(eta, now)
-    if beyond is None and queue.endswith(".fifo") and park_delay(eta, now, limit):
-        beyond = (f"ETA {eta.isoformat()} is {(eta - now).total_seconds():.0f} s away, "
-                  f"eta_hold_limit is {limit} s")
     if beyond is not None:
-        raise EtaTooFar(queue, "SendMessage", "EtaTooFar", beyond)
+        raise EtaTooFar(queue, "SendMessage", "EtaTooFar", beyond,
+                        hint=EtaTooFar.beyond_maximum_hint)
+    if queue.endswith(".fifo") and park_delay(eta, now, limit):
+        raise EtaTooFar(queue, "SendMessage", "EtaTooFar",
+                        f"ETA {eta.isoformat()} is {(eta - now).total_seconds():.0f} s away, "
+                        f"eta_hold_limit is {limit} s")
 
 
 class Transport(SQS.Transport):
