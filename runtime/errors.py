@@ -13,7 +13,8 @@ caller can catch exactly what it means::
     │   ├── QueueNotFound        the URL names no queue (deleted? other region?)
     │   ├── EndpointUnreachable  SQS did not answer at all (endpoint, DNS, network)
     │   ├── MessageTooLarge      a task's message is over SQS's size limit; not sent
-    │   ├── EtaTooFar            a FIFO task's ETA is beyond what a worker may hold; not sent
+    │   ├── EtaTooFar            a task's ETA is beyond 30 days, or a FIFO task's beyond what
+    │   │                        a worker may hold; not sent
     │   └── CredentialsError     credentials expired or the role cannot be assumed
     ├── PublishError         tasks SQS did not accept: an apply_async after the publish
     │                        retry policy, or tasks of a batched publish; also kombu's
@@ -111,6 +112,12 @@ class EtaTooFar(TransportError):
             "most the transport option eta_hold_limit: publish nearer the ETA (celery beat), "
             "use a standard queue (far ETAs are parked there), or raise eta_hold_limit (at "
             "most 39600 s); nothing was sent")
+    beyond_maximum_hint = (
+        "the bundled transport keeps a task for at most 30 days before its ETA "
+        "(runtime.limits.MAX_ETA_SECONDS), and a worker sends a task due later to the DLQ: "
+        "publish nearer the ETA (celery beat), or keep the date in a store of your own; "
+        "nothing was sent")
+    """The hint when the ETA is beyond ``MAX_ETA_SECONDS``, on any queue."""
 
 
 class CredentialsError(TransportError):

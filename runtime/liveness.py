@@ -33,6 +33,7 @@ from typing import Any
 from celery.signals import worker_ready
 
 from runtime.config import seconds_from_env
+from runtime.errors import ConfigError
 from runtime.health import WorkerState, state_path, write_state
 
 MAX_AGE_ENV = "CELERY_SQS_KIT_HEALTH_MAX_AGE"
@@ -65,7 +66,12 @@ def install() -> None:
 def _on_worker_ready(sender: Any, **_: Any) -> None:
     """``sender`` is the worker's consumer; its ``hub`` is the event loop, if any."""
     hub = sender.hub
-    path = state_path()
+    try:
+        path = state_path()
+    except (ConfigError, OSError) as error:  # runtime.health says the same on every check
+        logger.error("celery-sqs-kit: no health state is kept, so runtime.health reports the "
+                     "worker unhealthy: %s", error)
+        return
     if hub is None:
         logger.warning("celery-sqs-kit: this pool has no event loop; no health state is "
                        "kept at %s, so runtime.health reports the worker unhealthy", path)

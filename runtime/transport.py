@@ -108,11 +108,34 @@ Far ETAs
     (naming the queue, the ETA and the limit) before any request. Stock: a task
     held past its visibility timeout is delivered again (and run twice).
 
+    A task is parked for at most 30 days (``runtime.limits.MAX_ETA_SECONDS``): each park
+    is a new message, so SQS's retention, the receive count and the oldest-message alarm
+    never see it, and nothing else would end it. A task received due later than that
+    goes to the DLQ (``kit_reason`` ``ETA too far: ...``, naming the ETA), on any queue,
+    and publishing one raises :class:`~runtime.errors.EtaTooFar` before any request. A
+    task whose ``expires`` header has passed is neither parked nor dead-lettered: it is
+    delivered, and Celery discards it before it looks at its ETA, recording it REVOKED
+    (expired) with its ``task_revoked`` signal and acking it, as it does with any
+    expired task; a task that expires later is parked until then.
+
 Poison and rejected messages
-    A message that is not a kombu message (not JSON, or no properties/headers)
-    is sent to the queue's DLQ with its body, its own message attributes and the
-    attributes ``kit_reason`` and ``kit_source_queue`` (FIFO: its group and
-    deduplication ids), then deleted. A task rejected without requeue
+    A message that is not a kombu message is sent to the queue's DLQ with its body, its
+    own message attributes and the attributes ``kit_reason`` (what was wrong, e.g.
+    ``undecodable: not a kombu message (headers is an array, not an object)``) and
+    ``kit_source_queue`` (FIFO: its group and deduplication ids), then deleted. Every
+    field the transport or kombu reads before a consumer sees the message is checked
+    (``runtime.poison`` lists them), and each message of a batch is sorted on its own: if
+    the transport still fails on one, that one goes to the DLQ (``unreadable: ...``) and
+    the rest of the batch is delivered. If kombu or the consumer raises on a message it
+    has not acked or rejected (a strategy of Celery's on a task it cannot read, e.g. one
+    without an ``id``), the error is logged with the message id, the message goes to the
+    DLQ (``its consumer failed on it: ...``) and frees its prefetch slot, and the event
+    loop never sees the error: stock lets it stop the worker (``Unrecoverable error``),
+    and the message then stops every worker it comes to, up to ``maxReceiveCount``
+    times. What Celery refuses itself (an unknown task, a refused content type) it
+    rejects, which sends it to the DLQ as below; a body it cannot decode it logs and
+    acks (``on_decode_error``), and that ack sends it to the DLQ too (``undecodable by
+    its consumer: ...``), where stock deletes it. A task rejected without requeue
     (``Reject(requeue=False)``) goes to the DLQ the same way, at once and without
     running again. Without a DLQ in the options both are left for SQS to deliver
     again (and for the queue's redrive policy, if it has one), and logged;
@@ -206,18 +229,21 @@ from botocore.exceptions import ClientError
 from kombu.transport import SQS, virtual
 from kombu.transport.SQS.exceptions import UndefinedQueueException
 from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
 from vine import promise
 
 from runtime import events, publishing
 from runtime.credentials import RoleCredentials
 from runtime.lane import QueueLane, close_lanes
+from runtime.limits import MAX_ETA_SECONDS
+from runtime.poison import POISON, envelope_defect
 from runtime.queue_check import check_queue
 from runtime.receive_window import ReceiveWindow
 from runtime.receiver import Receiver
 from runtime.errors import ConfigError, EtaTooFar, MessageTooLarge, TransportError
 from runtime.sqs_errors import error_code, typed_error
 from runtime.limits import MAX_MESSAGE_SIZE
-from runtime.visibility import MAX_ETA_HOLD_LIMIT, eta_of, park_delay
+from runtime.visibility import MAX_ETA_HOLD_LIMIT, eta_of, park_delay, time_header
 
 logger = logging.getLogger(__name__)
 
@@ -230,8 +256,12 @@ REMOTE_CONTROL = (
     "broadcast, which SQS does not have: check a worker with `python -m runtime.health` "
     "(its container's health check), queues with `python -m runtime.ops status`, and "
     "revoke with AsyncResult.revoke()")
-POISON = "undecodable: not a kombu message"
 REJECTED = "rejected without requeue"
+UNREADABLE = "unreadable: the transport failed on it"
+CONSUMER_FAILED = "its consumer failed on it"
+UNDECODABLE = "undecodable by its consumer"
+TOO_FAR = "ETA too far"
+"""Each starts the ``kit_reason`` of a DLQ move (``runtime.poison.POISON`` too)."""
 
 
 class QoS(SQS.QoS):
@@ -251,6 +281,16 @@ class QoS(SQS.QoS):
         super().reject(delivery_tag, requeue=requeue)
         self.channel.slots_freed()
 
+    def withdraw(self, delivery_tag: str) -> bool:
+        """Forget a delivery whose consumer failed on it before it acked or rejected it
+        (``True``), so no prefetch slot stays taken and shutdown does not give it back;
+        ``False`` when the consumer did settle it, and that outcome stands."""
+        if delivery_tag in self._dirty:
+            return False
+        self._delivered.pop(delivery_tag, None)
+        self.channel.slots_freed()
+        return True
+
     def apply_backoff_policy(self, routing_key: str, delivery_tag: str,
                              backoff_policy: dict[int, int], backoff_tasks: list[str]) -> None:
         task_name, retries = self.extract_task_name_and_number_of_retries(delivery_tag)
@@ -260,10 +300,26 @@ class QoS(SQS.QoS):
             self.channel.lane(url).change_visibility([delivery_tag], delay)
 
 
+class Message(virtual.Message):
+    """kombu's message, which remembers why its body could not be decoded: Celery logs
+    such a message and acks it (``on_decode_error``), and the channel then sends it to
+    the DLQ instead of deleting it."""
+
+    undecodable = ""
+
+    def decode(self) -> Any:
+        try:
+            return super().decode()
+        except Exception as error:  # what kombu's deserializers raise on a sender's bytes
+            self.undecodable = repr(error)
+            raise
+
+
 class Channel(SQS.Channel):
     """Stock SQS channel with the kit's credentials, lanes, receive loop and shutdown."""
 
     QoS = QoS
+    Message = Message
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._closing = False
@@ -497,36 +553,30 @@ class Channel(SQS.Channel):
         else:
             accepted = self._accept(queue, qname, q_url, result)
             for payload in accepted:
-                deliver(payload)
+                self._deliver_one(deliver, payload)
         if callback is not None and not self._closing:
             callback(len(accepted) or len(result))
 
     def _accept(self, queue: str, qname: str, q_url: str,
                 messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Kombu payloads for a received batch: poison messages go to the DLQ, tasks whose
-        ETA is too far away to hold are parked, and the rest of the batch is held (or, for
-        no-ack consumers, acked) before any is delivered."""
+        ETA is too far away to hold are parked (beyond ``MAX_ETA_SECONDS``, sent to the
+        DLQ), and the rest of the batch is held (or, for no-ack consumers, acked) before
+        any is delivered. Each message is sorted on its own: whatever fails on one sends
+        that one to the DLQ and touches no other."""
         lane = self.lane(q_url, qname)
         payloads = []
         now = datetime.now(timezone.utc)
         for message in messages:
-            payload = self._decode(message)
-            if payload is None:
-                lane.dead_letter(message, POISON)
+            try:
+                payload = self._sort(message, lane, qname, q_url, now)
+            except Exception as error:  # a message's shape must never stop the worker
+                logger.exception("message %s of queue %r: the transport failed on it; to "
+                                 "the DLQ", message.get("MessageId"), qname)
+                lane.dead_letter(message, f"{UNREADABLE}: {error!r}")
                 continue
-            # FIFO queues take no per-message delay: _put refuses their far ETAs instead.
-            eta = None if q_url.endswith(".fifo") else eta_of(payload["headers"])
-            delay = park_delay(eta, now, self.eta_hold_limit)
-            if eta is not None and delay:
-                logger.info("task %s (%s) of queue %r is due at %s, %.0f s away, beyond "
-                            "eta_hold_limit (%d s): sent to the queue again, delayed %d s, and "
-                            "this copy deleted", payload["headers"].get("id"),
-                            payload["headers"].get("task"), qname, eta.isoformat(),
-                            (eta - now).total_seconds(), self.eta_hold_limit, delay)
-                lane.park(message, delay)
-            else:
-                payloads.append(self._envelope_payload(payload, payload.get("body"), message,
-                                                       q_url))
+            if payload is not None:
+                payloads.append(payload)
         handles = [p["properties"]["delivery_tag"] for p in payloads]
         if queue in self._noack_queues:
             for handle in handles:
@@ -534,6 +584,38 @@ class Channel(SQS.Channel):
         else:
             lane.hold(handles)
         return payloads
+
+    def _sort(self, message: dict[str, Any], lane: QueueLane, qname: str, q_url: str,
+              now: datetime) -> dict[str, Any] | None:
+        """The payload of a message to deliver, or ``None`` once it is sent to the DLQ or
+        parked."""
+        payload, defect = self._decode(message)
+        if payload is None:
+            lane.dead_letter(message, defect)
+            return None
+        headers = payload["headers"]
+        eta = eta_of(headers)
+        expires = time_header(headers, "expires")
+        if eta is not None and expires is not None and expires <= now:
+            # Celery discards an expired task before it looks at its ETA, and records it
+            # as REVOKED (expired) with its signal: parking it would only keep it longer.
+            logger.info("task %s (%s) of queue %r expired at %s: delivered, for Celery to "
+                        "revoke, instead of waiting for its ETA", headers.get("id"),
+                        headers.get("task"), qname, expires.isoformat())
+        elif eta is not None and (beyond := too_far(eta, now)):
+            lane.dead_letter(message, f"{TOO_FAR}: {beyond}")
+            return None
+        # FIFO queues take no per-message delay: _put refuses their far ETAs instead.
+        elif not q_url.endswith(".fifo") and (delay := park_delay(eta, now,
+                                                                   self.eta_hold_limit)):
+            logger.info("task %s (%s) of queue %r is due at %s, %.0f s away, beyond "
+                        "eta_hold_limit (%d s): sent to the queue again, delayed %d s, and "
+                        "this copy deleted", headers.get("id"), headers.get("task"), qname,
+                        eta.isoformat(), (eta - now).total_seconds(), self.eta_hold_limit,
+                        delay)
+            lane.park(message, delay)
+            return None
+        return self._envelope_payload(payload, payload.get("body"), message, q_url)
 
     def _on_receive_error(self, qname: str, error: BaseException, callback: Any) -> None:
         failures = self._receive_failures[qname] = self._receive_failures.get(qname, 0) + 1
@@ -550,16 +632,40 @@ class Channel(SQS.Channel):
         if callback is not None and not self._closing:
             self.hub.call_later(delay, callback, 0)
 
-    def _decode(self, message: dict[str, Any]) -> dict[str, Any] | None:
-        """The kombu payload, or ``None`` for a message no consumer can use."""
+    def _decode(self, message: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+        """The kombu payload, or ``None`` and why no consumer can use this message
+        (``runtime.poison``: every field the transport and kombu read is checked)."""
+        body = message.get("Body")
+        if not isinstance(body, (str, bytes)):
+            return None, f"{POISON} (no body)"
         try:
-            text = bytes_to_str(self._decode_python_message_body(message["Body"]))
-        except (UnicodeDecodeError, KeyError, TypeError):
-            return None
-        payload = self._prepare_json_payload(text)
-        if not isinstance(payload.get("properties"), dict) or "headers" not in payload:
-            return None
-        return payload
+            text = bytes_to_str(self._decode_python_message_body(body))
+        except UnicodeDecodeError:
+            return None, f"{POISON} (the body is not UTF-8 text)"
+        try:
+            payload = loads(text)  # kombu's JSON, with its encoded types, as stock reads it
+        except Exception as error:  # its type decoders raise what the sender provokes
+            return None, f"{POISON} (the body is not JSON: {error})"
+        defect = envelope_defect(payload)
+        return (None, defect) if defect else (payload, "")
+
+    def _deliver_one(self, deliver: Any, payload: dict[str, Any]) -> None:
+        """Hand one payload to its consumer. If kombu or the consumer fails on it (a
+        strategy of Celery's raising on a task it cannot read) before acking or rejecting
+        it, it goes to the DLQ, logged with its message id; the failure never reaches the
+        event loop, which would stop the worker, and then the next worker it comes to."""
+        tag = payload["properties"]["delivery_tag"]
+        info = payload["properties"]["delivery_info"]
+        message, url = info["sqs_message"], info["sqs_queue"]
+        try:
+            deliver(payload)
+        except Exception as error:  # the consumer's failure is this message's alone
+            settled = not self.qos.withdraw(tag)
+            logger.exception("message %s of queue %r: its consumer failed on it%s",
+                             message.get("MessageId"), self._queue_name_of(url),
+                             " after settling it" if settled else "; to the DLQ")
+            if not settled:
+                self.lane(url).dead_letter(message, f"{CONSUMER_FAILED}: {error!r}")
 
     # consumers without Celery's event loop (drain_events, basic_get) ----------------------
     def drain_events(self, timeout: float | None = None, callback: Any = None,
@@ -578,7 +684,7 @@ class Channel(SQS.Channel):
         if not payloads:
             raise Empty()
         for payload in payloads:
-            self.connection._deliver(payload, queue)
+            self._deliver_one(lambda p: self.connection._deliver(p, queue), payload)
 
     def _get(self, queue: str) -> dict[str, Any]:
         payloads = self._receive_and_accept(queue, 1)
@@ -609,7 +715,12 @@ class Channel(SQS.Channel):
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
         delivery = self._sqs_delivery(delivery_tag)
         if delivery is not None:
-            self.lane(delivery[0]).ack(delivery_tag)
+            undecodable = getattr(self.qos.get(delivery_tag), "undecodable", "")
+            if undecodable:  # acked by a consumer that could not decode it: not lost
+                self.lane(delivery[0]).dead_letter(delivery[1],
+                                                   f"{UNDECODABLE}: {undecodable}")
+            else:
+                self.lane(delivery[0]).ack(delivery_tag)
         return virtual.Channel.basic_ack(self, delivery_tag)
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
@@ -635,8 +746,7 @@ class Channel(SQS.Channel):
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         headers = message.get("headers") or {}
         properties = message.get("properties")
-        if queue.endswith(".fifo"):
-            check_fifo_eta(queue, headers, self.eta_hold_limit)
+        check_eta(queue, headers, self.eta_hold_limit)
         if queue.endswith(".fifo") and isinstance(properties, dict) and headers.get("id") \
                 and "MessageDeduplicationId" not in properties:
             # Stock makes up a random id, so a publisher that retries after a lost answer
@@ -722,12 +832,30 @@ def check_size(request: dict[str, Any], queue: str, limit: int) -> None:
                               f"{size} bytes, the queue's limit is {limit} bytes")
 
 
-def check_fifo_eta(queue: str, headers: dict[str, Any], limit: int) -> None:
-    """Refuse, before any request, a FIFO task whose ETA is beyond ``limit``: no worker
-    could hold it until it is due (SQS's 12-hour cap) and a FIFO message cannot be
-    parked (no per-message DelaySeconds), so it would run twice or never."""
+def too_far(eta: datetime, now: datetime) -> str | None:
+    """Why a task due at ``eta`` is further away than the transport keeps a task
+    (``MAX_ETA_SECONDS``), or ``None``."""
+    away = (eta - now).total_seconds()
+    if away <= MAX_ETA_SECONDS:
+        return None
+    return (f"ETA {eta.isoformat()} is {away:.0f} s away, beyond the maximum of "
+            f"{MAX_ETA_SECONDS} s (30 days)")
+
+
+def check_eta(queue: str, headers: dict[str, Any], limit: int) -> None:
+    """Refuse, before any request, a task whose ETA no worker would wait for: beyond
+    ``MAX_ETA_SECONDS`` (a worker would send it to the DLQ), or, on a FIFO queue, beyond
+    ``limit``: no worker could hold it until it is due (SQS's 12-hour cap) and a FIFO
+    message cannot be parked (no per-message DelaySeconds), so it would run twice or
+    never."""
     eta, now = eta_of(headers), datetime.now(timezone.utc)
-    if eta is not None and park_delay(eta, now, limit):
+    if eta is None:
+        return
+    beyond = too_far(eta, now)
+    if beyond is not None:
+        raise EtaTooFar(queue, "SendMessage", "EtaTooFar", beyond,
+                        hint=EtaTooFar.beyond_maximum_hint)
+    if queue.endswith(".fifo") and park_delay(eta, now, limit):
         raise EtaTooFar(queue, "SendMessage", "EtaTooFar",
                         f"ETA {eta.isoformat()} is {(eta - now).total_seconds():.0f} s away, "
                         f"eta_hold_limit is {limit} s")

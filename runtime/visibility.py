@@ -66,14 +66,22 @@ def eta_of(headers: Mapping[str, Any]) -> datetime | None:
     """The ETA of a Celery (protocol 2) task message from its headers, timezone-aware;
     ``None`` without one, or when it does not parse (Celery then says why). A naive
     ETA is taken as UTC, as Celery does with ``enable_utc`` (its default)."""
-    value = headers.get("eta")
-    if not isinstance(value, str):
+    return time_header(headers, "eta")
+
+
+def time_header(headers: Mapping[str, Any], name: str) -> datetime | None:
+    """A time header of a Celery task message (``eta``, ``expires``): ISO 8601 text, as
+    Celery writes it, or a datetime kombu's JSON decoded; timezone-aware, naive taken as
+    UTC; ``None`` when absent or unparsable."""
+    value = headers.get(name)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
         return None
-    try:
-        eta = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return eta if eta.tzinfo is not None else eta.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
 def park_delay(eta: datetime | None, now: datetime, hold_limit: int) -> int:

@@ -23,14 +23,14 @@ from infra.backlog import BacklogPlan, target_backlog_per_worker
 from runtime.celery_settings import BUNDLED_PREFETCH
 from runtime.config import ENV_SOURCE, SSM_PREFIX
 from runtime.errors import SpecError
-from runtime.health import DEFAULT_HEALTH_FILE
+from runtime.health import IMAGE_HEALTH_FILE
 
 WorkerImage = Union[str, ecr_assets.DockerImageAsset]
 """An image URI run as it is, or an asset CDK builds and pushes on deploy."""
 
 WORKER_USER = "10001:10001"
 """The Dockerfile's ``USER``; said again so a base image's user cannot replace it."""
-SCRATCH_PATH = str(PurePosixPath(DEFAULT_HEALTH_FILE).parent)
+SCRATCH_PATH = str(PurePosixPath(IMAGE_HEALTH_FILE).parent)
 """The only writable path under a read-only root: where the health state file lives."""
 HEALTH_COMMAND = ("python", "-m", "runtime.health")
 HEALTH_INTERVAL = Duration.seconds(30)

@@ -3,6 +3,12 @@ progress bar on stderr for long work.
 
 Tables and JSON go to stdout and nothing else does, so ``--json | jq`` always
 parses; notes, errors and the progress bar go to stderr.
+
+Every table cell goes through :func:`printable`: task names, ids and ``kit_*`` values
+come from messages anyone with send access wrote, and a terminal obeys the control
+characters in them (an OSC 52 sequence writes the operator's clipboard, a carriage
+return or line erase hides what was printed, a newline fakes a row). They are shown
+escaped instead (``\\x1b``, ``\\n``, ``\\u202e``). JSON escapes them itself.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -33,7 +40,28 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def _cell(value: object) -> str:
-    return "-" if value is None else str(value)
+    return "-" if value is None else printable(str(value))
+
+
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                           "\u2066\u2067\u2068\u2069")
+"""Characters that reorder what follows them on screen (a name read backwards)."""
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on instead of show (C0 and C1
+    controls, DEL, line and paragraph separators, bidirectional overrides) escaped as
+    ``\\xNN`` or ``\\uNNNN``."""
+    if text.isprintable():  # the common case, in C; isprintable() is False for all of them
+        return text
+    return "".join(_escaped(char) for char in text)
+
+
+def _escaped(char: str) -> str:
+    if unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI_CONTROLS:
+        code = ord(char)
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return char
 
 
 def print_json(data: Any, stream: TextIO | None = None) -> None:

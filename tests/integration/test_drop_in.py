@@ -767,7 +767,9 @@ def test_poison_message(mode, transport, proxy, sqs, request):
     expected = expect(transport, {
         "delivered": ["{not json: poison", {"good": True}], "left": (0, 0), "dlq": []},
         delivered=[{"good": True}], dlq=[{
-            "payload": "{not json: poison", "kit_reason": "undecodable: not a kombu message",
+            "payload": "{not json: poison", "kit_reason": "undecodable: not a kombu message "
+            "(the body is not JSON: Expecting property name enclosed in double quotes: "
+            "line 1 column 2 (char 1))",
             "kit_source_queue": q["name"]}])
     with connect(proxy.port, transport, predefined_queues=predefined(
             (q["name"], q["url"]), dead_letter_queue=q["dlq"])) as conn:
