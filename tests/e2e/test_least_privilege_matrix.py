@@ -134,14 +134,15 @@ def test_matrix_size():
 
 # --- revocations and results ---------------------------------------------------------
 
+WORKER_ROLES = set(FLEET_QUEUES)  # both fleets' identities share the tables
 TABLE_ACTIONS = {
     # (table, action): who may; the request each makes is in table_call.
     ("revocations", "PutEntry"): {"ProducerRoleArn"},      # revoke()
-    ("revocations", "QueryLive"): WORKER,                  # every worker's reader
+    ("revocations", "QueryLive"): WORKER_ROLES,                  # every worker's reader
     ("revocations", "UpdateItem"): set(),                  # nobody lifts a revocation...
     ("revocations", "DeleteItem"): set(),                  # ...or removes one
-    ("results", "UpdateItem"): WORKER,                     # the producer may not SET ttl
-    ("results", "PutItem"): WORKER,                        # nor write a result
+    ("results", "UpdateItem"): WORKER_ROLES,                     # the producer may not SET ttl
+    ("results", "PutItem"): WORKER_ROLES,                        # nor write a result
 }
 TABLE_CASES = [(role, table, action) for role in ROLES
                for (table, action) in TABLE_ACTIONS]
