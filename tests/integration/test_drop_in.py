@@ -432,6 +432,28 @@ def test_settlement(how, transport, proxy, sqs):
     assert observed == expected
 
 
+@cases("how", ["requeue", "reject_requeue"])
+def test_a_requeued_message_is_back_when_requeue_returns(how, transport, proxy, sqs):
+    """Issue 18 item 9, after kombu's own ``t/integration/test_sqs.py``: put, get,
+    ``requeue()`` (or ``reject(requeue=True)``), and get again at once (no wait, no
+    long poll), several times over: the message is back when the call returns."""
+    q = make_queue(sqs)
+    queue = direct(q["name"])
+    got = []
+    with connect(proxy.port, transport,
+                 predefined_queues=predefined((q["name"], q["url"]))) as conn:
+        with conn.SimpleQueue(queue) as simple_queue:
+            for n in range(5):
+                simple_queue.put({"n": n})
+                message = simple_queue.get(timeout=5)
+                message.requeue() if how == "requeue" else message.reject(requeue=True)
+                again = simple_queue.get(block=False)
+                got.append(again.payload)
+                again.ack()
+    assert got == [{"n": n} for n in range(5)]
+    assert wait_counts(sqs, q["url"], (0, 0)) == (0, 0)
+
+
 @both()
 def test_basic_get(transport, proxy, sqs):
     """SimpleQueue.get(block=False) and Queue.get() (basic_get), with and without ack."""
