@@ -634,7 +634,8 @@ class QueueLane:
         deadline = time.monotonic() + timeout
         self.begin_close()
         finished = self._drain(deadline)  # after the pass on the wire, if any, ended
-        self._ticker.stop(timeout=max(0.0, deadline - time.monotonic()))
+        # (a pass that began meanwhile only finds it is stopping: a moment's join)
+        self._ticker.stop(timeout=max(0.0, deadline - time.monotonic()) + 0.1)
         self._closed = True  # from here on, _wake drains whatever is asked for
         if self._pool is not None and self._owns_pool:
             self._pool.shutdown(wait=False)
