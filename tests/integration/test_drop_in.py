@@ -60,7 +60,8 @@ DOCUMENTED = {
     "no redrive lookup": "whether a queue has a DLQ comes from predefined_queues[q]"
                          "['dead_letter_queue'], so no GetQueueAttributes call",
     "reject to DLQ": "a message rejected without requeue goes to the queue's DLQ at once "
-                     "(attributes kit_reason, kit_source_queue) and is deleted",
+                     "(SendMessageBatch; attributes kit_reason, kit_source_queue) and is "
+                     "deleted",
     "rejected, no DLQ": "without a DLQ a rejected message is left for SQS to redeliver "
                         "(stock deletes it when the queue has no redrive policy)",
     "poison to DLQ": "a message that is not a kombu message is sent to the DLQ with a "
@@ -386,7 +387,7 @@ def settlement_expected(how: str, transport: str, q: dict) -> dict:
         "reject_to_dlq": {"left": (0, 0), "dlq": [{
             "payload": body, "kit_reason": "rejected without requeue",
             "kit_source_queue": q["name"]}], "wire": {"DeleteMessageBatch": 1,
-                                                      "SendMessage": 1}},
+                                                      "SendMessageBatch": 1}},
         # DOCUMENTED["release at once"], DOCUMENTED["batched deletes"]
         "requeue": {"right_after": (1, 0), "wire": {"ChangeMessageVisibilityBatch": 1,
                                                     "DeleteMessageBatch": 1,

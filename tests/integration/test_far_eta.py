@@ -58,8 +58,9 @@ def test_a_far_eta_is_parked_as_it_was_sent_and_delivered_once_within_the_limit(
     q = make_queue(sqs, visibility=2)
     with HubChannel(fauxqs.endpoint_url, [q], monkeypatch, eta_hold_limit=3,
                     ack_flush_delay=0.05) as h:
-        sends: list[dict] = []
+        sends: list[dict] = []  # the publish's SendMessage, then the park's batch entries
         h.hook(q, "SendMessage", lambda params, **_k: sends.append(dict(params)))
+        h.hook(q, "SendMessageBatch", lambda params, **_k: sends.extend(params["Entries"]))
         h.publish(q, {"n": 1}, headers={"id": "far-1", "task": "t", "eta": eta_in(8)},
                   message_attributes={"trace": {"DataType": "String", "StringValue": "t-9"}})
         h.on_message = lambda m: m.ack()
