@@ -6,14 +6,20 @@ import logging
 import threading
 from collections.abc import Callable
 
+Wait = Callable[[threading.Event, float], bool]
+"""How the thread sleeps: ``wait(wake_event, seconds)``, ``True`` if woken (tests run it
+on a clock of their own)."""
+
 logger = logging.getLogger(__name__)
 
 
 class Ticker:
-    def __init__(self, name: str, tick: Callable[[], float | None], interval: float) -> None:
+    def __init__(self, name: str, tick: Callable[[], float | None], interval: float,
+                 wait: Wait = threading.Event.wait) -> None:
         """``tick`` returns the seconds until it wants to run again (``None``: ``interval``)."""
         self._tick = tick
         self._interval = interval
+        self._sleep = wait
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -41,7 +47,7 @@ class Ticker:
     def _run(self) -> None:
         delay = self._interval
         while not self._stopping.is_set():
-            self._wake.wait(delay)
+            self._sleep(self._wake, delay)
             self._wake.clear()
             if self._stopping.is_set():
                 return

@@ -58,7 +58,10 @@ Receive loop
     receive round trip (at most the prefetch count again, and at most what the
     receives in flight can bring), so 5 to 20 ms a request
     does not idle its pool; slow tasks keep it at the prefetch count
-    (``runtime.receive_window``). Consumers without Celery's event loop (gevent,
+    (``runtime.receive_window``). Messages being parked or dead-lettered (below)
+    take room in the window too until the copy received is deleted, though they
+    take no prefetch slot: a flood of far ETAs or poison messages slows receiving
+    instead of piling up work for the lane. Consumers without Celery's event loop (gevent,
     eventlet, plain kombu ``drain_events``) receive on their own thread with the
     same holding, dead-lettering and acking; with every prefetch slot taken,
     ``drain_events`` waits for an ack (at most 1 s) instead of returning at once
@@ -80,11 +83,14 @@ Visibility
     12-hour cap (logged when reached), until its delete has landed, not only
     until its ack. The receive asks for that same visibility timeout, so the
     heartbeat's plan holds whatever the queue's own attribute says
-    (``visibility_heartbeat``, default ``True``). Requeued messages, and those
+    (``visibility_heartbeat``, default ``True``). The lane's passes take turns
+    between extensions (first), releases, moves and deletes, a few calls of each,
+    so no backlog of one holds up the others. Requeued messages, and those
     left unstarted at shutdown, are made visible at once (visibility 0), in
-    batches, after any extension of them already on the wire. Backoff policies
-    set their delay the same way. Stock: no extension, so long tasks run twice;
-    requeues wait ``wait_time_seconds``.
+    batches, after any extension of them already on the wire; ``requeue()`` and
+    ``reject(requeue=True)`` return once that release has been sent (at most 5 s),
+    so the message is back when they return, as with stock. Backoff policies
+    set their delay the same way. Stock: no extension, so long tasks run twice.
 
 Far ETAs
     Celery keeps a countdown/ETA task in the worker until it is due (it sets no
@@ -95,11 +101,17 @@ Far ETAs
     an hour to run) is not delivered: it is *parked*, sent to its own queue again with
     its body and message attributes as received and DelaySeconds = what is beyond
     the limit (at most 900), and the copy received is deleted once that send has
-    landed (it is held until then, so it is never in the queue twice). Each park is
-    logged at INFO with the task's id, name and ETA. When it comes back within the
-    limit it is delivered and held, extended, until it runs, exactly once. Cost, while
-    parked: a SendMessage and a share of a DeleteMessageBatch and of a receive every
-    15 minutes per task. Needs ``sqs:SendMessage`` on the queue (the kit's
+    landed (it is held and extended until then, so it does not come back meanwhile).
+    Parks go out in SendMessageBatch calls of up to 10, a few per lane pass, between
+    the queue's extensions and acks. Each park is logged at INFO with the task's id,
+    name and ETA. When it comes back within the limit it is delivered and held,
+    extended, until it runs. One receipt is parked once; but a send whose answer was
+    lost (a timeout or reset after SQS took it) is sent again, by botocore's retries
+    or the lane's, and then the task is in the queue twice and runs twice: SQS's
+    at-least-once, so ETA tasks, like all tasks, should be idempotent. Entries SQS
+    reported sent are never sent again. Cost, while parked: a share of a
+    SendMessageBatch, of a DeleteMessageBatch and of a receive every 15 minutes per
+    task. Needs ``sqs:SendMessage`` on the queue (the kit's
     ``workers_send``); refused, the message is left for SQS to deliver again (and,
     after ``maxReceiveCount`` refusals, to the redrive policy's DLQ). Message
     attributes the receive did not ask for (``fetch_message_attributes`` naming some)
@@ -122,7 +134,10 @@ Poison and rejected messages
     A message that is not a kombu message is sent to the queue's DLQ with its body, its
     own message attributes and the attributes ``kit_reason`` (what was wrong, e.g.
     ``undecodable: not a kombu message (headers is an array, not an object)``) and
-    ``kit_source_queue`` (FIFO: its group and deduplication ids), then deleted. Every
+    ``kit_source_queue`` (FIFO: its group and deduplication ids), then deleted. Those two
+    are always the kit's: any ``kit_`` attribute the message arrived with is dropped, and
+    when it carries SQS's 10 attributes already, the kit's take the place of its last
+    ones (what is dropped is logged). Moves go out batched, as parks do. Every
     field the transport or kombu reads before a consumer sees the message is checked
     (``runtime.poison`` lists them), and each message of a batch is sorted on its own: if
     the transport still fails on one, that one goes to the DLQ (``unreadable: ...``) and
@@ -194,12 +209,16 @@ Bad configuration fails at start
 Shutdown
     ``close()`` stops receiving, gives back what was received and not started,
     then, per queue and all queues at once, sends the pending acks first (a lost
-    ack runs a task again), then DLQ moves, then releases, through a
-    single-attempt client with short timeouts (2 s connect, 5 s read), within
-    ``shutdown_timeout`` seconds (default ``10``) after Celery's own warm shutdown
-    has let the running tasks finish. What is left at the deadline is logged and
-    left to SQS's visibility timeout. A receive that returns after shutdown began
-    is given back at once.
+    ack runs a task again), then moves (DLQ moves and parks, each batch followed by
+    its delete), then releases, through a single-attempt client with short
+    timeouts (2 s connect, 5 s read), within ``shutdown_timeout`` seconds (default
+    ``10``, checked before each call) after Celery's own warm shutdown has let the
+    running tasks finish. A lane's own thread stops first: its pass on the wire
+    ends after its current call, and the shutdown waits for it, so a release is
+    never undone by an extension still on the wire and nothing of the lane's runs
+    after ``close()`` returns (but a request already on the wire at the deadline).
+    What is left at the deadline is logged and left to SQS's visibility timeout.
+    A receive that returns after shutdown began is given back at once.
 
 Options (``broker_transport_options``), with defaults:
 ``ack_flush_delay=0.1``, ``receive_batch_wait=0.1``, ``visibility_heartbeat=True``,
@@ -256,6 +275,8 @@ REMOTE_CONTROL = (
     "broadcast, which SQS does not have: check a worker with `python -m runtime.health` "
     "(its container's health check), queues with `python -m runtime.ops status`, and "
     "revoke with AsyncResult.revoke()")
+REQUEUE_WAIT = 5.0
+"""Seconds ``requeue()`` waits at most for its message's release to be sent."""
 REJECTED = "rejected without requeue"
 UNREADABLE = "unreadable: the transport failed on it"
 CONSUMER_FAILED = "its consumer failed on it"
@@ -269,9 +290,18 @@ class QoS(SQS.QoS):
     applies backoff policies through the message's lane."""
 
     def unacked(self) -> int:
-        """Messages delivered and neither acked nor rejected yet (the receive window may
-        let this pass ``prefetch_count`` by a round trip's worth)."""
-        return len(self._delivered) - len(self._dirty)
+        """Slots taken: messages delivered and neither acked nor rejected yet, and
+        messages the lanes are moving (parked, dead-lettered) whose copy is not deleted
+        yet. Those were never delivered, but a flood of them must slow receiving as
+        running tasks do, or the lanes' work piles up (the receive window may let this
+        pass ``prefetch_count`` by a round trip's worth)."""
+        return len(self._delivered) - len(self._dirty) + self.channel.moves_pending()
+
+    def can_consume(self) -> bool:
+        return not self.prefetch_count or self.unacked() < self.prefetch_count
+
+    def can_consume_max_estimate(self) -> int | None:
+        return max(self.prefetch_count - self.unacked(), 0) if self.prefetch_count else None
 
     def ack(self, delivery_tag: str) -> None:
         super().ack(delivery_tag)
@@ -436,8 +466,18 @@ class Channel(SQS.Channel):
                     queue=name, url=url, visibility_timeout=self._visibility_timeout_of(name),
                     client=lambda profile: self.sqs(name, profile),
                     dead_letter_url=self._queue_option(name, "dead_letter_queue"),
-                    flush_delay=self.ack_flush_delay, heartbeat=self.visibility_heartbeat)
+                    flush_delay=self.ack_flush_delay, heartbeat=self.visibility_heartbeat,
+                    on_room=self._moves_settled)
             return lane
+
+    def _moves_settled(self) -> None:
+        """A lane's moves settled (any thread): their room in the window is free."""
+        if not self._closing:
+            self.slots_freed()
+
+    def moves_pending(self) -> int:
+        """Messages the lanes are parking or dead-lettering, not deleted yet."""
+        return sum(lane.moves_pending for lane in list(self._lanes.values()))
 
     def _resolve_queue_url(self, queue: str) -> str:
         try:
@@ -740,7 +780,9 @@ class Channel(SQS.Channel):
         sqs_message, q_url = info.get("sqs_message"), info.get("sqs_queue")
         if sqs_message is None or q_url is None:
             return super()._restore(message, unwanted_delivery_info)
-        self.lane(q_url).release([sqs_message["ReceiptHandle"]])
+        # Visible again when requeue() returns, as with stock (sent by the lane, after
+        # any extension of it on the wire); at shutdown, sent after the acks instead.
+        self.lane(q_url).release([sqs_message["ReceiptHandle"]], wait=REQUEUE_WAIT)
 
     # publishing ------------------------------------------------------------------------
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:

@@ -5,7 +5,8 @@ or sits prefetched) longer than the queue's visibility timeout is handed to
 another worker while the first still has it. Here every held message is
 extended with ChangeMessageVisibilityBatch when half its visibility window is
 left, by the queue's visibility timeout each time, until it has been held for
-SQS's 12-hour maximum. The receive asks for that same visibility timeout, so
+SQS's 12-hour maximum (less ``CAP_MARGIN``, for the gap between SQS's receipt
+and the lane's clock). The receive asks for that same visibility timeout, so
 the first window is the one planned here whatever the queue's own attribute
 says.
 
@@ -28,6 +29,11 @@ from typing import Any
 
 MAX_HOLD_SECONDS = 43_200
 """SQS caps a message's total invisibility at 12 hours from its receipt."""
+CAP_MARGIN = 60
+"""Seconds the last extension stops short of the cap as the lane counts it. SQS counts
+from its receipt, which comes before the lane's hold by the answer's time in transit
+and its wait to be accepted (seconds on a busy worker), and refuses an extension that
+would pass the cap: the message would then reappear a whole window early."""
 MAX_DELAY_SECONDS = 900
 """SQS's longest DelaySeconds: a parked message comes back at least every 15 minutes."""
 ETA_RUN_MARGIN = 3_600
@@ -56,9 +62,9 @@ def extension_due_at(held: Held, visibility_timeout: int) -> float:
 
 
 def extension(held: Held, visibility_timeout: int, now: float) -> int:
-    """Seconds of visibility to ask for now: the queue's timeout, within the 12-hour cap
-    (0 once the cap is reached)."""
-    left = MAX_HOLD_SECONDS - int(now - held.received_at) - 1
+    """Seconds of visibility to ask for now: the queue's timeout, ending at least
+    ``CAP_MARGIN`` before the 12-hour cap (0 once that is reached)."""
+    left = MAX_HOLD_SECONDS - CAP_MARGIN - math.ceil(now - held.received_at)
     return max(0, min(visibility_timeout, left))
 
 

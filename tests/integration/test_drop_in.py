@@ -60,7 +60,8 @@ DOCUMENTED = {
     "no redrive lookup": "whether a queue has a DLQ comes from predefined_queues[q]"
                          "['dead_letter_queue'], so no GetQueueAttributes call",
     "reject to DLQ": "a message rejected without requeue goes to the queue's DLQ at once "
-                     "(attributes kit_reason, kit_source_queue) and is deleted",
+                     "(SendMessageBatch; attributes kit_reason, kit_source_queue) and is "
+                     "deleted",
     "rejected, no DLQ": "without a DLQ a rejected message is left for SQS to redeliver "
                         "(stock deletes it when the queue has no redrive policy)",
     "poison to DLQ": "a message that is not a kombu message is sent to the DLQ with a "
@@ -386,7 +387,7 @@ def settlement_expected(how: str, transport: str, q: dict) -> dict:
         "reject_to_dlq": {"left": (0, 0), "dlq": [{
             "payload": body, "kit_reason": "rejected without requeue",
             "kit_source_queue": q["name"]}], "wire": {"DeleteMessageBatch": 1,
-                                                      "SendMessage": 1}},
+                                                      "SendMessageBatch": 1}},
         # DOCUMENTED["release at once"], DOCUMENTED["batched deletes"]
         "requeue": {"right_after": (1, 0), "wire": {"ChangeMessageVisibilityBatch": 1,
                                                     "DeleteMessageBatch": 1,
@@ -430,6 +431,28 @@ def test_settlement(how, transport, proxy, sqs):
     observed.update(left=wait_counts(sqs, q["url"], expected["left"], timeout=1),
                     dlq=dead_letters(sqs, q["dlq"]) if "dlq" in q else None, wire=wire(proxy))
     assert observed == expected
+
+
+@cases("how", ["requeue", "reject_requeue"])
+def test_a_requeued_message_is_back_when_requeue_returns(how, transport, proxy, sqs):
+    """Issue 18 item 9, after kombu's own ``t/integration/test_sqs.py``: put, get,
+    ``requeue()`` (or ``reject(requeue=True)``), and get again at once (no wait, no
+    long poll), several times over: the message is back when the call returns."""
+    q = make_queue(sqs)
+    queue = direct(q["name"])
+    got = []
+    with connect(proxy.port, transport,
+                 predefined_queues=predefined((q["name"], q["url"]))) as conn:
+        with conn.SimpleQueue(queue) as simple_queue:
+            for n in range(5):
+                simple_queue.put({"n": n})
+                message = simple_queue.get(timeout=5)
+                message.requeue() if how == "requeue" else message.reject(requeue=True)
+                again = simple_queue.get(block=False)
+                got.append(again.payload)
+                again.ack()
+    assert got == [{"n": n} for n in range(5)]
+    assert wait_counts(sqs, q["url"], (0, 0)) == (0, 0)
 
 
 @both()

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from local_aws.celery_worker import CeleryWorker
+from local_aws.counting_proxy import CountingProxy
 from local_aws.fleet import sqs_client
 from runtime.errors import EtaTooFar
 from tests.integration.fleet import lines, publish, queue_counts, recording_fleet, wait_for
@@ -57,8 +58,9 @@ def test_a_far_eta_is_parked_as_it_was_sent_and_delivered_once_within_the_limit(
     q = make_queue(sqs, visibility=2)
     with HubChannel(fauxqs.endpoint_url, [q], monkeypatch, eta_hold_limit=3,
                     ack_flush_delay=0.05) as h:
-        sends: list[dict] = []
+        sends: list[dict] = []  # the publish's SendMessage, then the park's batch entries
         h.hook(q, "SendMessage", lambda params, **_k: sends.append(dict(params)))
+        h.hook(q, "SendMessageBatch", lambda params, **_k: sends.extend(params["Entries"]))
         h.publish(q, {"n": 1}, headers={"id": "far-1", "task": "t", "eta": eta_in(8)},
                   message_attributes={"trace": {"DataType": "String", "StringValue": "t-9"}})
         h.on_message = lambda m: m.ack()
@@ -194,3 +196,50 @@ def test_a_task_running_three_visibility_timeouts_across_a_restart_runs_once(fle
     with worker(env, tmp_path, "second"):
         time.sleep(2 + 3)  # a visibility window and more, for a redelivery
     assert lines(runs) == ["slow long"]
+
+
+# a backlog of far ETAs beside running tasks (issue 18 item 1) -------------------------------
+BACKLOG = 2000
+RUNNING = 2
+VISIBILITY = 30
+"""The issue's second measurement: at this visibility, 600 far ETAs at 15 ms a request
+had a running task delivered again at 32.5 s."""
+
+
+def test_thousands_of_far_etas_beside_running_tasks_are_parked_once_and_run_once(
+        fauxqs, tmp_path):
+    """Issue 18 item 1: at 15 ms a request, a backlog of far-ETA tasks must not starve
+    the heartbeat of running tasks (they would run twice) nor pile up parks (each was
+    parked several times); each far-ETA task is parked once and runs once, at its ETA."""
+    with CountingProxy(fauxqs.endpoint_url, delay=0.015) as proxy:
+        sqs, queue, env, runs = recording_fleet(
+            fauxqs.endpoint_url, proxy.endpoint_url, tmp_path, visibility=VISIBILITY,
+            extra_config='\nbroker_transport_options["eta_hold_limit"] = 8\n'
+                         "task_time_limit = None\n")  # the running tasks outlast the window
+        (tmp_path / "etasks.py").write_text(TASKS)
+        publisher = {**env, "AWS_ENDPOINT_URL": fauxqs.endpoint_url}  # fast, not measured
+        with worker(env, tmp_path) as w:
+            started = time.time()
+            publish(publisher, f"""
+from ttasks import slow
+from etasks import app, due
+from runtime.publishing import batch_publish
+for i in range({RUNNING}):
+    slow.delay('running-%d' % i, {VISIBILITY} + 5)
+with batch_publish(app):
+    for i in range({BACKLOG}):
+        due.apply_async(('far-%d' % i,), countdown=40)
+""", tmp_path)
+            wait_for(lambda: len(lines(runs)) >= RUNNING + BACKLOG, 90, "every task to run")
+            wait_for(lambda: queue_counts(sqs, queue["url"]) == (0, 0), 20, "the acks")
+            parks = w.log_text().count("beyond eta_hold_limit (8 s)")
+        assert time.time() - started > VISIBILITY + 5  # the running tasks outlasted it
+    ran = lines(runs)
+    assert sorted(line for line in ran if line.startswith("slow")) == \
+        [f"slow running-{i}" for i in range(RUNNING)]  # none delivered twice
+    far = [line.split(" ") for line in ran if line.startswith("due")]
+    assert sorted(tag for _due, tag, _eta, _at in far) == sorted(f"far-{i}" for i in range(BACKLOG))
+    assert all(float(at) >= datetime.fromisoformat(eta).timestamp() for _d, _t, eta, at in far)
+    assert parks == BACKLOG  # each parked once, never again
+    assert queue_counts(sqs, queue["dead_letter_queue"]["url"]) == (0, 0)
+    assert delayed(sqs, queue["url"]) == 0

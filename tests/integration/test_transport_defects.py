@@ -62,7 +62,7 @@ def test_a_failing_dead_letter_move_never_reaches_the_event_loop(fauxqs, sqs, mo
     """1: the same error from a DLQ move is retried off the hub; the hub keeps running."""
     q = make_queue(sqs, visibility=30)
     with HubChannel(fauxqs.endpoint_url, [q], monkeypatch) as h:
-        h.hook(q, "SendMessage", failing(1, CredentialsError("*", "sts:AssumeRole", "Timeout")))
+        h.hook(q, "SendMessageBatch", failing(1, CredentialsError("*", "sts:AssumeRole", "Timeout")))
         h.send_raw(q, "not a kombu message")
         h.consume(q)
         h.run_until(lambda: counts(sqs, q["dead_letter_queue"])[0] == 1, 15,

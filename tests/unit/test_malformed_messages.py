@@ -97,8 +97,10 @@ class Setup:
         self.lane._tick()
 
     def sent_to(self, url: str) -> list[dict[str, Any]]:
-        return [kw for action, kw in self.stub.calls
-                if action == "SendMessage" and kw["QueueUrl"] == url]
+        """Each message sent to ``url``, as its SendMessageBatch entry (the lane's moves)."""
+        return [entry for action, kw in self.stub.calls
+                if action == "SendMessageBatch" and kw["QueueUrl"] == url
+                for entry in kw["Entries"]]
 
     def reason_of(self, message: dict[str, Any]) -> str | None:
         """``kit_reason`` of this message's DLQ copy, if it was sent there."""

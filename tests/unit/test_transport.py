@@ -282,6 +282,31 @@ def test_only_tasks_due_beyond_the_hold_limit_are_parked_the_rest_delivered_and_
         assert lane.parked == []
 
 
+def test_tasks_being_parked_take_room_in_the_window_until_their_copies_are_deleted(
+        channel, monkeypatch):
+    """Issue 18 item 1: a parked task takes no prefetch slot, so a backlog of far ETAs
+    kept the receives coming while the lane's moves piled up. Counted against the
+    window, they slow receiving; their deletes landing resume it."""
+    go = threading.Event()
+    stub = StubSqs(lambda action, _kw: go.wait(10) and {} if action == "SendMessageBatch"
+                   else {})
+    monkeypatch.setattr(channel, "sqs", lambda *_a, **_k: stub)
+    channel.basic_qos(prefetch_count=20)
+    lane = channel.lane(f"https://sqs.example/123/{QUEUE}", QUEUE)
+    for i in range(15):
+        lane.park(task_message(f"far-{i}", 50_000), 900)
+    channel._schedule_queue(QUEUE)
+    channel.hub.run()
+    assert channel.receives == []  # 5 slots left: less than a batch
+    read_fd = channel.receiver._read_fd
+    go.set()
+    while channel.receives != [10]:  # the lane's deletes landing wake the hub
+        assert select.select([read_fd], [], [], 10)[0] == [read_fd], "a wake-up"
+        channel.hub.run()
+    lane.close(timeout=5)
+    assert lane.moves_pending == 0
+
+
 @pytest.mark.parametrize("value", [-1, 39_601, 43_200, "11h", True])
 def test_an_eta_hold_limit_the_cap_cannot_honour_stops_the_channel_opening(value):
     connection = Connection(transport=Transport, transport_options={

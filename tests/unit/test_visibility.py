@@ -29,6 +29,18 @@ def test_extensions_never_pass_the_twelve_hour_cap():
     assert extension(h, 43_200, now=1000.0 + MAX_HOLD_SECONDS) == 0
 
 
+@pytest.mark.parametrize("elapsed", [MAX_HOLD_SECONDS - 90, MAX_HOLD_SECONDS - 45.5,
+                                     MAX_HOLD_SECONDS - 2])
+def test_the_last_extension_leaves_room_for_sqs_receipt_before_the_hold(elapsed):
+    """Issue 18 item 10: SQS counts the cap from its receipt, which comes seconds before
+    the lane's hold; an extension past SQS's cap is refused, so the last one must end
+    well before the cap as counted here (it left 1 s)."""
+    h = held(window=60)
+    now = 1000.0 + elapsed
+    granted = extension(h, 60, now)
+    assert granted == 0 or now + granted <= 1000.0 + MAX_HOLD_SECONDS - 30
+
+
 # far ETAs: parked, not held -----------------------------------------------------------------
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 
