@@ -22,6 +22,23 @@ KEY_READ_ACTIONS = ("kms:Decrypt", "kms:DescribeKey")
 KEY_WRITE_ACTIONS = ("kms:Encrypt", "kms:GenerateDataKey")
 
 
+def encrypted_table(scope: Construct, *, encryption_key: kms.IKey,
+                    removal_policy: RemovalPolicy, **keys: object) -> dynamodb.Table:
+    """The kit's kind of table, as ``scope``'s ``Table``: on demand, encrypted with
+    ``encryption_key``, point-in-time recovery on; ``keys`` are the table's key schema,
+    name and TTL attribute (``dynamodb.Table``'s props)."""
+    return dynamodb.Table(
+        scope, "Table",
+        billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+        encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+        encryption_key=encryption_key,
+        point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+            point_in_time_recovery_enabled=True),
+        removal_policy=removal_policy,
+        **keys,
+    )
+
+
 class ResultTable(Construct):
     """An on-demand, encrypted, point-in-time-recoverable table in Celery's schema.
 
@@ -38,18 +55,11 @@ class ResultTable(Construct):
         super().__init__(scope, construct_id)
         self.encryption_key: kms.IKey = encryption_key or kms.Key(
             self, "Key", enable_key_rotation=True, description="Encrypts Celery task results")
-        self.table = dynamodb.Table(
-            self, "Table",
+        self.table = encrypted_table(
+            self, encryption_key=self.encryption_key, removal_policy=removal_policy,
             partition_key=dynamodb.Attribute(name=KEY_ATTRIBUTE,
                                              type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
-            encryption_key=self.encryption_key,
-            time_to_live_attribute=TTL_ATTRIBUTE,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True),
-            removal_policy=removal_policy,
-        )
+            time_to_live_attribute=TTL_ATTRIBUTE)
 
     def grant_read_results(self, grantee: iam.IGrantable) -> iam.Grant:
         """What a client waiting on ``AsyncResult.get()`` needs."""

@@ -13,7 +13,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-from infra.constructs.result_table import KEY_READ_ACTIONS, KEY_WRITE_ACTIONS
+from infra.constructs.result_table import KEY_READ_ACTIONS, KEY_WRITE_ACTIONS, encrypted_table
 from runtime.schema import (REVOCATION_EXPIRES_ATTRIBUTE, REVOCATION_SHARD,
                             REVOCATION_SHARD_ATTRIBUTE, REVOCATION_TASK_ATTRIBUTE,
                             REVOCATIONS_LIVE_INDEX)
@@ -48,21 +48,14 @@ class RevocationTable(Construct):
         super().__init__(scope, construct_id)
         self.encryption_key: kms.IKey = encryption_key or kms.Key(
             self, "Key", enable_key_rotation=True, description="Encrypts Celery revocations")
-        self.table = dynamodb.Table(
-            self, "Table",
+        self.table = encrypted_table(
+            self, encryption_key=self.encryption_key, removal_policy=removal_policy,
             table_name=table_name,
             partition_key=dynamodb.Attribute(name=REVOCATION_SHARD_ATTRIBUTE,
                                              type=dynamodb.AttributeType.STRING),
             sort_key=dynamodb.Attribute(name=REVOCATION_TASK_ATTRIBUTE,
                                         type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
-            encryption_key=self.encryption_key,
-            time_to_live_attribute=REVOCATION_EXPIRES_ATTRIBUTE,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True),
-            removal_policy=removal_policy,
-        )
+            time_to_live_attribute=REVOCATION_EXPIRES_ATTRIBUTE)
         self.table.add_local_secondary_index(
             index_name=REVOCATIONS_LIVE_INDEX,
             sort_key=dynamodb.Attribute(name=REVOCATION_EXPIRES_ATTRIBUTE,
