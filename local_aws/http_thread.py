@@ -1,4 +1,4 @@
-"""A threaded HTTP server on a free loopback port, served from a daemon thread."""
+"""A threaded HTTP server on a loopback port of its own, served from a daemon thread."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 
-from local_aws.ports import free_port
 
 
 class QuietServer(ThreadingHTTPServer):
@@ -20,8 +19,8 @@ class QuietServer(ThreadingHTTPServer):
 
 class LoopbackHttpServer:
     def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        self.port = free_port()
-        self._server = QuietServer(("127.0.0.1", self.port), handler)
+        self._server = QuietServer(("127.0.0.1", 0), handler)  # port 0: the kernel's choice
+        self.port = self._server.server_address[1]
         # polled every 20 ms, so that stopping it (after every test) costs nothing
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,),
                                         daemon=True)

@@ -12,7 +12,7 @@ import pytest
 
 from local_aws.celery_worker import CeleryWorker
 from local_aws.counting_proxy import CountingProxy
-from local_aws.ports import free_port
+from local_aws.ports import closed_port
 from tests.integration.fleet import lines, publish, recording_fleet, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
@@ -69,8 +69,9 @@ def test_an_endpoint_nothing_listens_on_stops_the_worker_after_bounded_retries(
         fauxqs, tmp_path):
     _sqs, queue, env, _runs = recording_fleet(fauxqs.endpoint_url, fauxqs.endpoint_url,
                                               tmp_path, visibility=30)
-    closed = f"http://127.0.0.1:{free_port()}"
-    took, log = start_failing({**env, "AWS_ENDPOINT_URL": closed}, tmp_path)
+    with closed_port() as port:
+        closed = f"http://127.0.0.1:{port}"
+        took, log = start_failing({**env, "AWS_ENDPOINT_URL": closed}, tmp_path)
     line = critical_line(log)
     assert "failed: EndpointConnectionError" in line
     assert f"queue URL {queue['url']}" in line and closed in line

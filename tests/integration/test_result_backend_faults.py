@@ -6,6 +6,7 @@ result given up is logged with the task id (``runtime.result_backend``)."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import pytest
 from local_aws.celery_worker import CeleryWorker
 from local_aws.counting_proxy import CountingProxy
 from local_aws.fleet import create_result_table
-from local_aws.ports import free_port
+from local_aws.ports import closed_port
 from tests.integration.fleet import lines, publish, queue_counts, recording_fleet, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
@@ -73,15 +74,16 @@ def test_a_throttled_result_table_stores_the_result_after_retries_and_runs_the_t
                                           ("threads", "black-holed")])
 def test_an_unreachable_result_table_costs_the_result_not_a_rerun(pool, outage, fleet, proxy,
                                                                   tmp_path):
+    refused = contextlib.ExitStack()  # the closed port is held until the test ends
     if outage == "refused":
-        endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        endpoint = f"http://127.0.0.1:{refused.enter_context(closed_port())}"
     else:
         proxy.hang()
         endpoint = proxy.endpoint_url
     sqs, queue, env, runs, task_id, state = fleet(endpoint)
     lost = f"task {task_id} ran, but its SUCCESS result could not be stored in DynamoDB table"
     worker = CeleryWorker("ttasks", env, tmp_path / "worker.log", pool=pool, concurrency=2)
-    with worker:
+    with refused, worker:
         wait_for(lambda: lines(runs), 30, "the task to run")
         ran = time.monotonic()
         # the documented bound: 7 tries of at most 2 s + 3 s, and at most 17.5 s of backoff
