@@ -99,6 +99,3 @@ def test_role_action_queue(stage, clients, role, action, queue):
     url = entry.dead_letter_queue.url if dlq else entry.url
     assert allowed(clients[role], action, url) is expected(role, action, queue)
 
-
-def test_matrix_size():
-    assert len(CASES) == 3 * (3 * 5 + 3 * 2 + 6) == 81

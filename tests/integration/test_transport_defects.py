@@ -2,7 +2,11 @@
 queue on fauxqs (exact visibility semantics) through kombu's own event loop. Each
 test guards a defect found in review (issue 13); faults are injected into the
 channel's real botocore clients with event hooks, or by a proxy that stops
-answering."""
+answering. Defect 2 (a reject without a DLQ leaves the message for SQS) and defect 10's
+heartbeat and poison move for a plain kombu consumer are proven once, in
+test_drop_in.py: ``test_settlement[reject-bundled]``,
+``test_held_message_past_its_visibility_timeout[drain-bundled]`` and
+``test_poison_message[drain-bundled]``."""
 
 from __future__ import annotations
 
@@ -66,16 +70,6 @@ def test_a_failing_dead_letter_move_never_reaches_the_event_loop(fauxqs, sqs, mo
         h.run_until(lambda: counts(sqs, q["dead_letter_queue"])[0] == 1, 15,
                     "the poison message to reach the DLQ")
         assert counts(sqs, q["url"]) == (0, 0)
-
-
-def test_reject_without_requeue_and_no_dlq_leaves_the_message_for_sqs(fauxqs, sqs, monkeypatch):
-    """2: without a DLQ in the config the message is not deleted: SQS redelivers it."""
-    q = make_queue(sqs, visibility=1, dlq=False)
-    with HubChannel(fauxqs.endpoint_url, [q], monkeypatch) as h:
-        h.publish(q, {"n": 1})
-        h.on_message = lambda m: m.reject(requeue=False)
-        h.consume(q)
-        h.run_until(lambda: len(h.messages) >= 2, 15, "SQS to redeliver the rejected message")
 
 
 def test_receives_ask_for_the_visibility_the_heartbeat_plans_with(fauxqs, sqs, monkeypatch):
@@ -225,31 +219,6 @@ def test_a_message_is_kept_invisible_until_its_delete_succeeds(fauxqs, sqs, monk
         h.run_until(lambda: counts(sqs, q["url"]) == (0, 0), 15, "the delete to land")
         h.run_for(2.5)
         assert len(h.messages) == 1
-
-
-def test_a_plain_kombu_consumer_gets_the_heartbeat(fauxqs, sqs, monkeypatch):
-    """10: drain_events without Celery's event loop (gevent, eventlet, plain kombu)
-    holds messages like the hub does: nothing is redelivered while held."""
-    q = make_queue(sqs, visibility=2)
-    with HubChannel(fauxqs.endpoint_url, [q], monkeypatch, hub=False) as h:
-        h.publish(q, {"n": 1})
-        h.consume(q, prefetch=1)
-        h.run_until(lambda: h.messages, 10, "a delivery")
-        h.run_for(4)
-        stolen = sqs.receive_message(QueueUrl=q["url"], WaitTimeSeconds=0).get("Messages", [])
-        assert stolen == [], "another consumer could receive the held message"
-        assert len(h.messages) == 1
-
-
-def test_a_plain_kombu_consumer_moves_poison_to_the_dlq(fauxqs, sqs, monkeypatch):
-    """10: ... and moves undecodable messages to the DLQ instead of acking them."""
-    q = make_queue(sqs, visibility=30)
-    with HubChannel(fauxqs.endpoint_url, [q], monkeypatch, hub=False) as h:
-        h.send_raw(q, "not a kombu message")
-        h.consume(q)
-        h.run_until(lambda: counts(sqs, q["dead_letter_queue"])[0] == 1, 15,
-                    "the poison message to reach the DLQ")
-        assert counts(sqs, q["url"]) == (0, 0)
 
 
 def test_a_full_window_does_not_spin_a_plain_consumer(fauxqs, sqs, monkeypatch):
