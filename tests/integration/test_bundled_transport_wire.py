@@ -7,7 +7,6 @@ receive batches on a busy worker)."""
 
 from __future__ import annotations
 
-import math
 import time
 
 import pytest
@@ -95,14 +94,18 @@ def test_a_worker_with_predefined_queues_makes_no_control_plane_call(fleet, prox
 
 
 def test_an_idle_worker_polls_once_per_wait_time(fleet, proxy, tmp_path):
+    """One long poll per wait time (2 s here), the next sent as the last ends, no extra
+    polling interval: at 20 s, 180 receives an hour. Read from when the receives reached
+    the proxy: never two within a wait time (the emulator holds each for all of it), and
+    as a rule the next right after (stock's 1 s polling interval makes every gap 3 s)."""
     _sqs, _queue, env, _runs = fleet(visibility=60, wait=2)
     with CeleryWorker("ttasks", env, tmp_path / "worker.log", pool="threads", concurrency=1):
         proxy.reset()
-        idle = 9.0
-        time.sleep(idle)
-        receives = proxy.counts().get("ReceiveMessage", 0)
-    # one long poll per wait time, no extra polling interval: at 20 s, 180 an hour
-    assert 1 <= receives <= math.ceil(idle / 2) + 1
+        wait_for(lambda: len(proxy.arrivals("ReceiveMessage")) >= 6, 60, "six idle receives")
+    arrivals = proxy.arrivals("ReceiveMessage")[:6]
+    gaps = sorted(later - earlier for earlier, later in zip(arrivals, arrivals[1:]))
+    assert gaps[0] >= 1.9, gaps  # each a long poll of the whole wait time
+    assert gaps[len(gaps) // 2] < 2.9, gaps  # the median: no polling interval after it
 
 
 @pytest.mark.fault
