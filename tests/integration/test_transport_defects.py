@@ -118,10 +118,10 @@ def test_close_gives_back_every_queue_s_waiting_receive_results(fauxqs, sqs, mon
         for queue in (a, b):  # receives started; the hub is not run, so results wait
             h.channel._schedule_queue(queue["name"])
         deadline = time.monotonic() + 10
-        while (counts(sqs, a["url"]), counts(sqs, b["url"])) != ((0, 1), (0, 1)):
-            assert time.monotonic() < deadline, "both receives to complete"
+        while (counts(sqs, a["url"]), counts(sqs, b["url"])) != ((0, 1), (0, 1)) \
+                or len(h.channel.receiver._results) < 2:  # both handed to the hub, waiting
+            assert time.monotonic() < deadline, "both receives to complete and wait"
             time.sleep(0.05)
-        time.sleep(0.2)
         h.close()
         assert counts(sqs, a["url"]) == (1, 0)
         assert counts(sqs, b["url"]) == (1, 0)
@@ -178,24 +178,29 @@ def test_a_release_is_not_undone_by_an_extension_in_flight(emulator, request, mo
 
 
 def test_a_slow_queue_does_not_hold_up_another_queue_s_acks(fauxqs, sqs, monkeypatch):
-    """8: each queue's background work runs apart: queue A's deletes stalling 3 s does
-    not delay queue B's."""
+    """8: each queue's background work runs apart: queue B's delete lands while queue A's
+    is stalled (held until B's has landed, so no clock decides it)."""
     a, b = make_queue(sqs, visibility=30), make_queue(sqs, visibility=30)
     with HubChannel(fauxqs.endpoint_url, [a, b], monkeypatch, ack_flush_delay=0.05) as h:
-        slow = threading.Event()
-        h.hook(a, "DeleteMessageBatch",
-               lambda params, **_k: (slow.set(), time.sleep(3))
-               if params["QueueUrl"] == a["url"] else None)
+        stalled, release = threading.Event(), threading.Event()
+
+        def stall_a(params, **_kwargs):
+            if params["QueueUrl"] == a["url"]:
+                stalled.set()
+                release.wait(60)
+        h.hook(a, "DeleteMessageBatch", stall_a)
         h.publish(a, {"q": "a"})
         h.consume(a)
         h.on_message = lambda m: m.ack()
-        h.run_until(slow.is_set, 10, "queue A's delete to stall")
+        h.run_until(stalled.is_set, 10, "queue A's delete to stall")
         h.publish(b, {"q": "b"})
         h.consume(b)
-        started = time.monotonic()
-        h.run_until(lambda: counts(sqs, b["url"]) == (0, 0) and len(h.messages) == 2, 10,
-                    "queue B's ack to be deleted")
-        assert time.monotonic() - started < 2.0
+        try:
+            h.run_until(lambda: counts(sqs, b["url"]) == (0, 0) and len(h.messages) == 2, 30,
+                        "queue B's ack to be deleted while queue A's delete is stalled")
+            assert not release.is_set()
+        finally:
+            release.set()
 
 
 def test_a_message_is_kept_invisible_until_its_delete_succeeds(fauxqs, sqs, monkeypatch):
