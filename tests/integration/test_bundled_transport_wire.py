@@ -128,13 +128,17 @@ def test_resets_stalls_and_a_long_poll_that_never_answers_heal_without_a_restart
     long poll that never returns: the worker recovers by itself and every task runs. A
     receive SQS applied but whose answer was lost costs its messages one visibility
     timeout; a delete applied but unanswered is retried harmlessly."""
-    # the 12 s stall below outlasts the window: extensions must not wait for it
-    sqs, queue, env, runs = fleet(visibility=10)
+    # Every request's read timeout is 4 s here, through the transport's own option
+    # (client-config; the shipped 10 s are test_bad_queue_config's): the hung long poll
+    # and the stalled delete cost 4 s each, not 16 s and 10 s. The 12 s stall still
+    # outlasts the visibility window: extensions must not wait for it.
+    sqs, queue, env, runs = fleet(visibility=10, extra_config=(
+        "broker_transport_options['client-config'] = {'read_timeout': 4}\n"))
     publish(env, "from ttasks import quick\n[quick.delay(i) for i in range(20)]", tmp_path)
     proxy.inject_hang("ReceiveMessage", 1)
     proxy.inject_reset("ReceiveMessage", 2)
     proxy.inject_reset("DeleteMessageBatch", 1)
-    proxy.inject_stall("DeleteMessageBatch", 1, 12)  # the ops profile reads for 10 s
+    proxy.inject_stall("DeleteMessageBatch", 1, 12)
     with CeleryWorker("ttasks", env, tmp_path / "worker.log", pool="threads", concurrency=2):
         wait_for(lambda: {f"quick {i}" for i in range(20)} <= set(lines(runs)), 90,
                  "every task despite the faults")
