@@ -20,8 +20,11 @@ made from Debian packages (:data:`BASE_IMAGE`: ``mmdebstrap`` piped into ``docke
 import``) and the worker image's ``BASE_IMAGE`` build argument names it.
 
 ``python -m local_aws.container_engine install`` installs the packages (``make
-test`` runs it); where that cannot be done it prints one line and exits 0, and
-:class:`EngineUnavailable` carries the same reason for tests to skip with.
+test`` runs it); where that cannot be done it prints one line saying why and exits 1:
+the container tests need an engine. Only a caller who asked to go without one
+(:data:`SKIP_VARIABLE` ``=1``, never honoured in CI, where ``CI=true``) gets exit 0, and
+the container tests then skip with the reason :class:`EngineUnavailable` carries
+(:func:`may_skip`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -53,8 +57,19 @@ STORAGE_DRIVERS = ("overlay2", "vfs")
 filesystem cannot hold overlay mounts."""
 
 
+SKIP_VARIABLE = "KIT_SKIP_CONTAINERS"
+"""Set to ``1`` to run without the container tests where no engine can be had."""
+
+
 class EngineUnavailable(RuntimeError):
     """No container engine can be had here; the message says why, in one line."""
+
+
+def may_skip(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether a missing engine may skip the container tests rather than fail them: only
+    when the caller asked (``KIT_SKIP_CONTAINERS=1``), and never in CI (``CI=true``),
+    where the engine is required."""
+    return environ.get(SKIP_VARIABLE) == "1" and environ.get("CI", "").lower() != "true"
 
 
 def ensure_packages() -> list[str]:
@@ -292,8 +307,13 @@ def main(argv: list[str]) -> int:
     try:
         installed = ensure_packages()
     except EngineUnavailable as reason:
-        print(f"container engine: skipped ({reason}); the container tests will skip")
-        return 0
+        if may_skip():
+            print(f"container engine: skipped ({reason}); {SKIP_VARIABLE}=1, so the "
+                  "container tests will skip")
+            return 0
+        print(f"container engine: unavailable ({reason}); the container tests need it "
+              f"(outside CI, {SKIP_VARIABLE}=1 skips them)", file=sys.stderr)
+        return 1
     print(f"container engine: installed {' '.join(installed)}" if installed
           else "container engine: packages present")
     return 0

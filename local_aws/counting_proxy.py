@@ -1,4 +1,5 @@
-"""A loopback HTTP proxy that counts SQS requests by action, at the wire, and can
+"""A loopback HTTP proxy that counts SQS requests by action (and times their arrival),
+at the wire, and can
 answer the next N requests of an action with an error (throttling, 5xx,
 AccessDenied), or stop answering at all (a black-holed network), for fault tests,
 and can add a fixed delay to every request (real SQS answers in 5 to 20 ms).
@@ -76,6 +77,7 @@ class CountingProxy(LoopbackService):
         self._upstream = (parts.hostname, parts.port or 80)
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
+        self._arrivals: dict[str, list[float]] = {}  # action -> time.monotonic() of each
         # action -> [(fault, when it expires)], oldest first
         self._faults: dict[str, list[tuple[tuple[int, str], float]]] = {}
         self._network_faults: dict[str, list[tuple[_NetworkFault, float]]] = {}
@@ -183,6 +185,7 @@ class CountingProxy(LoopbackService):
     def _count(self, action: str) -> None:
         with self._lock:
             self._counts[action] += 1
+            self._arrivals.setdefault(action, []).append(time.monotonic())
 
     def inject(self, action: str, count: int, status: int, code: str, *,
                within: float | None = None) -> None:
@@ -258,9 +261,15 @@ class CountingProxy(LoopbackService):
         with self._lock:
             return dict(self._counts)
 
+    def arrivals(self, action: str) -> list[float]:
+        """When each request of ``action`` reached the proxy (``time.monotonic()``)."""
+        with self._lock:
+            return list(self._arrivals.get(action, []))
+
     def reset(self) -> None:
         with self._lock:
             self._counts.clear()
+            self._arrivals.clear()
 
     def stop(self) -> None:
         self._released.set()  # hung and stalled requests end now

@@ -23,8 +23,8 @@ class FauxqsServer(ServerProcess):
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def command(self) -> list[str]:
-        return [str(NODE), str(SCRIPT), str(self.port)]
+    def command(self, port_file: Path) -> list[str]:
+        return [str(NODE), str(SCRIPT), str(port_file)]
 
     def environment(self) -> dict[str, str]:
         return {**os.environ, "NODE_NO_WARNINGS": "1"}

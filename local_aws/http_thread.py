@@ -1,4 +1,4 @@
-"""A threaded HTTP server on a free loopback port, served from a daemon thread."""
+"""A threaded HTTP server on a loopback port of its own, served from a daemon thread."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 
-from local_aws.ports import free_port
 
 
 class QuietServer(ThreadingHTTPServer):
@@ -24,8 +23,8 @@ class LoopbackHttpServer:
 
     def __init__(self, handler: type[BaseHTTPRequestHandler], *,
                  tls: ssl.SSLContext | None = None) -> None:
-        self.port = free_port()
-        self._server = QuietServer(("127.0.0.1", self.port), handler)
+        self._server = QuietServer(("127.0.0.1", 0), handler)  # port 0: the kernel's choice
+        self.port = self._server.server_address[1]
         if tls is not None:  # each accepted connection does its handshake on accept
             self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         # polled every 20 ms, so that stopping it (after every test) costs nothing

@@ -1,4 +1,6 @@
-"""``python -m local_aws.moto_main``: moto's server, with two fidelity fixes.
+"""``python -m local_aws.moto_main --port-file PATH``: moto's server on 127.0.0.1, on a
+port of its own (it binds port 0 and writes ``PORT\n`` to PATH once listening), with
+fidelity fixes.
 
 moto 5.2 evaluates IAM policies against the request's resource ARN only for
 SQS, IAM and STS; for every other service it asks about ``*``, which a
@@ -27,9 +29,12 @@ Nothing else in moto changes.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
+import signal
 import sys
+from pathlib import Path
 
 from moto.core.exceptions import _RESTError
 from moto.dynamodb.models import dynamodb_backends
@@ -37,8 +42,9 @@ from moto.iam.access_control import AssumedRoleAccessKey, IAMRequestBase
 from moto.sts.models import STSBackend, sts_backends
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
-from moto.server import main
+from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.ssm.responses import SimpleSystemManagerResponse
+from werkzeug.serving import make_server
 
 
 def _dynamodb_resource(self: DynamoHandler) -> str:
@@ -114,5 +120,21 @@ AssumedRoleAccessKey.__init__ = _resolve_unexpired
 DynamoHandler._determine_resource = _dynamodb_resource
 SimpleSystemManagerResponse._determine_resource = _ssm_resource
 
+
+
+def serve(port_file: Path) -> None:
+    """moto's ``moto_server`` as its ``main`` runs it, on port 0: the port is only known
+    once bound, so moto is told it (``MOTO_PORT``, for the URLs it makes) before serving."""
+    app = DomainDispatcherApplication(create_backend_app)
+    app.debug = True
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
+    os.environ["MOTO_PORT"] = str(server.port)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    port_file.write_text(f"{server.port}\n")
+    server.serve_forever()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    parser = argparse.ArgumentParser(prog="python -m local_aws.moto_main")
+    parser.add_argument("--port-file", type=Path, required=True)
+    serve(parser.parse_args().port_file)

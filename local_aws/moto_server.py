@@ -1,4 +1,4 @@
-"""Run ``moto_server`` on a free loopback port, optionally enforcing IAM."""
+"""Run ``moto_server`` on a loopback port of its own, optionally enforcing IAM."""
 
 from __future__ import annotations
 
@@ -35,9 +35,8 @@ class MotoServer(ServerProcess):
         # localhost, not 127.0.0.1: moto parses CloudFormation's TemplateURL host.
         return f"http://localhost:{self.port}"
 
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "local_aws.moto_main", "-H", "127.0.0.1", "-p",
-                str(self.port)]
+    def command(self, port_file: Path) -> list[str]:
+        return [sys.executable, "-m", "local_aws.moto_main", "--port-file", str(port_file)]
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in (

@@ -1,25 +1,22 @@
-"""Free loopback ports and waiting for a server to listen."""
+"""Loopback ports that stay what a test needs while other test processes run beside it.
+
+A port chosen by binding and releasing it can be taken by another process before
+it is used. So servers bind port 0 themselves and report the port they got
+(:mod:`local_aws.server_process`, :mod:`local_aws.http_thread`), and a port meant to
+refuse connections is held bound, never listening, for as long as it is needed.
+"""
 
 from __future__ import annotations
 
 import socket
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
-def free_port() -> int:
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port nothing listens on, and nothing else can bind, while the block
+    runs: connecting to it is refused (the socket is bound but never listens)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, *, timeout: float, alive=lambda: True) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive():
-            raise RuntimeError(f"the server meant for port {port} exited before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout:.0f} s")
+        yield sock.getsockname()[1]

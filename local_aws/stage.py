@@ -69,8 +69,11 @@ def cdk_environment(moto: MotoServer, operator: Operator) -> dict[str, str]:
 
 
 def run_cdk(args: list[str], env: Mapping[str, str], log: Path) -> None:
+    """Run the CDK CLI; its cloud assembly goes to ``cdk.out`` beside ``log``, so stages
+    deployed at once (parallel test workers, a demo beside them) never share one."""
+    output = ["--output", str(log.parent / "cdk.out")]
     with open(log, "ab") as out:
-        result = subprocess.run([str(CDK_CLI), *args], cwd=PROJECT_ROOT, env=dict(env),
+        result = subprocess.run([str(CDK_CLI), *args, *output], cwd=PROJECT_ROOT, env=dict(env),
                                 stdout=out, stderr=subprocess.STDOUT, check=False)
     if result.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])

@@ -2,21 +2,17 @@
 celery workers authenticate as the deployed ECS task role (through a loopback
 container-credentials endpoint, no keys) and the EC2 instance role (an IMDSv2
 stand-in), each on its fleet's queues, and run tasks sent by the producer role;
-results come back from the DynamoDB table. Then the negative: each role is denied
-what it was not granted."""
+results come back from the DynamoDB table. What each role is denied is the
+least-privilege matrix (test_least_privilege_matrix.py), on the same stage."""
 
 from __future__ import annotations
 
 import json
 import re
 
-import boto3
 import pytest
-from botocore.exceptions import ClientError
 
 from demo.run import run_demo
-from local_aws.container_credentials import ContainerCredentialsEndpoint
-from local_aws.moto_server import REGION
 from runtime.config import load_config
 
 pytestmark = pytest.mark.e2e
@@ -26,22 +22,6 @@ pytestmark = pytest.mark.e2e
 def demo_run(stage, tmp_path_factory):
     work = tmp_path_factory.mktemp("demo")
     return work, run_demo(stage, work, step=lambda _m: None)
-
-
-def role_client(stage, role_arn: str, service: str):
-    """A client holding only the role's assumed credentials."""
-    creds = stage.operator.session().client("sts", endpoint_url=stage.moto.endpoint_url) \
-        .assume_role(RoleArn=role_arn, RoleSessionName="e2e")["Credentials"]
-    return boto3.client(service, endpoint_url=stage.moto.endpoint_url, region_name=REGION,
-                        aws_access_key_id=creds["AccessKeyId"],
-                        aws_secret_access_key=creds["SecretAccessKey"],
-                        aws_session_token=creds["SessionToken"])
-
-
-def assert_denied(call, **kwargs):
-    with pytest.raises(ClientError) as caught:
-        call(**kwargs)
-    assert caught.value.response["Error"]["Code"] in ("AccessDenied", "403"), caught.value
 
 
 def test_deploy_emits_the_worker_config_as_output_and_ssm_parameter(stage):
@@ -91,41 +71,3 @@ def test_no_credentials_in_outputs_config_parameter_or_worker_log(demo_run, stag
     assert not re.search(r"(AKIA|ASIA)[A-Z0-9]{16}", text)
     for marker in ("SecretAccessKey", "SessionToken", "aws_secret_access_key", "secret_key"):
         assert marker not in text
-
-
-def test_task_role_cannot_send_to_a_consume_only_queue(stage):
-    sqs = role_client(stage, stage.outputs["TaskRoleArn"], "sqs")
-    config = load_config(str(stage.outputs_file))
-    assert_denied(sqs.send_message, QueueUrl=config.queues["reports"].url, MessageBody="x")
-    # ...while the same role may send where retries need it:
-    sqs.send_message(QueueUrl=config.queues["celery"].url, MessageBody="allowed")
-
-
-@pytest.mark.parametrize("action, kwargs", [
-    ("create_queue", {"QueueName": "rogue"}),
-    ("list_queues", {}),
-    ("get_queue_url", {"QueueName": "celery"}),
-])
-def test_task_role_has_no_control_plane_access(stage, action, kwargs):
-    sqs = role_client(stage, stage.outputs["TaskRoleArn"], "sqs")
-    assert_denied(getattr(sqs, action), **kwargs)
-
-
-def test_producer_role_cannot_consume(stage):
-    sqs = role_client(stage, stage.outputs["ProducerRoleArn"], "sqs")
-    config = load_config(str(stage.outputs_file))
-    assert_denied(sqs.receive_message, QueueUrl=config.queues["celery"].url)
-    assert_denied(sqs.delete_queue, QueueUrl=config.queues["celery"].url)
-
-
-def test_container_credentials_are_what_boto3_uses(stage, monkeypatch):
-    session = stage.operator.session()
-    with ContainerCredentialsEndpoint(session, stage.outputs["TaskRoleArn"],
-                                      stage.moto.endpoint_url) as endpoint:
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                     "AWS_PROFILE"):
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
-        monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", endpoint.uri)
-        assert boto3.Session().get_credentials().method == "container-role"

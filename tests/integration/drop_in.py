@@ -18,6 +18,7 @@ import re
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from kombu import Connection
@@ -45,6 +46,16 @@ class RecordingProxy(CountingProxy):
         super().__init__(upstream)
         self.refuse_keys = set(refuse_keys)
         self.requests: list[dict[str, Any]] = []
+        self._answered: Counter[str] = Counter()
+
+    def forwarded(self, action: str, body: bytes, fault: str | None) -> None:
+        with self._lock:
+            self._answered[action] += 1
+
+    def all_answered(self, action: str) -> bool:
+        """Every request of ``action`` so far has had SQS's answer (a long poll is over)."""
+        with self._lock:
+            return self._answered[action] == sum(r["action"] == action for r in self.requests)
 
     def intercept(self, action: str, headers: Any, body: bytes) -> Answer | None:
         key = _CREDENTIAL.search(headers.get("Authorization", ""))
@@ -79,6 +90,7 @@ class RecordingProxy(CountingProxy):
         super().reset()
         with self._lock:
             self.requests.clear()
+            self._answered.clear()
 
 
 def _json_params(headers, body: bytes) -> dict[str, Any]:
@@ -242,6 +254,14 @@ class Receiving:
         while len(self.messages) < count and time.monotonic() < deadline:
             self._step()
         return self.messages
+
+    def run_until(self, done: Callable[[], Any], timeout: float, what: str) -> None:
+        """Keep consuming until ``done()`` (or fail after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            self._step()
 
     def run(self, seconds: float) -> list[Any]:
         """Keep consuming for ``seconds``."""

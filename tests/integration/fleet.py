@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 from local_aws.fleet import (create_queue, prepare_worker_dir, sqs_client, worker_document,
@@ -61,6 +62,14 @@ def wait_for(predicate, timeout: float, what: str):
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def logged_at(log: str, text: str) -> float:
+    """When (seconds since the epoch, by the worker's own clock) a worker logged the first
+    line with ``text``: Celery's ``[%(asctime)s: ...]`` prefix. Durations read from two
+    such lines leave out the interpreter's start and the test's polling."""
+    line = next(line for line in log.splitlines() if text in line and line.startswith("["))
+    return datetime.strptime(line[1:line.index(":", 18)], "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def publish(env, code: str, cwd) -> None:

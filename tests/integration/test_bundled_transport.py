@@ -27,8 +27,10 @@ def test_a_task_running_three_visibility_timeouts_runs_exactly_once(fleet, tmp_p
     publish(env, "from ttasks import slow; slow.delay('long', 9)", tmp_path)
     with CeleryWorker("ttasks", env, tmp_path / "worker.log", pool="threads", concurrency=2):
         wait_for(lambda: "slow long" in lines(runs), 30, "the task to start")
-        time.sleep(9 + 3 + 2)  # its run, plus another visibility window for a redelivery
-        wait_for(lambda: queue_counts(sqs, queue["url"]) == (0, 0), 10, "the ack")
+        # Held (0, 1) for the whole run: a copy redelivered meanwhile would run on the
+        # second thread (another line) and stay in flight; deleted only after both end.
+        wait_for(lambda: queue_counts(sqs, queue["url"]) == (0, 0), 60,
+                 "the task to end and its ack to land")
     assert lines(runs) == ["slow long"]
 
 

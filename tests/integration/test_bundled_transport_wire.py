@@ -7,7 +7,6 @@ receive batches on a busy worker)."""
 
 from __future__ import annotations
 
-import math
 import time
 
 import pytest
@@ -95,14 +94,18 @@ def test_a_worker_with_predefined_queues_makes_no_control_plane_call(fleet, prox
 
 
 def test_an_idle_worker_polls_once_per_wait_time(fleet, proxy, tmp_path):
+    """One long poll per wait time (2 s here), the next sent as the last ends, no extra
+    polling interval: at 20 s, 180 receives an hour. Read from when the receives reached
+    the proxy: never two within a wait time (the emulator holds each for all of it), and
+    as a rule the next right after (stock's 1 s polling interval makes every gap 3 s)."""
     _sqs, _queue, env, _runs = fleet(visibility=60, wait=2)
     with CeleryWorker("ttasks", env, tmp_path / "worker.log", pool="threads", concurrency=1):
         proxy.reset()
-        idle = 9.0
-        time.sleep(idle)
-        receives = proxy.counts().get("ReceiveMessage", 0)
-    # one long poll per wait time, no extra polling interval: at 20 s, 180 an hour
-    assert 1 <= receives <= math.ceil(idle / 2) + 1
+        wait_for(lambda: len(proxy.arrivals("ReceiveMessage")) >= 6, 60, "six idle receives")
+    arrivals = proxy.arrivals("ReceiveMessage")[:6]
+    gaps = sorted(later - earlier for earlier, later in zip(arrivals, arrivals[1:]))
+    assert gaps[0] >= 1.9, gaps  # each a long poll of the whole wait time
+    assert gaps[len(gaps) // 2] < 2.9, gaps  # the median: no polling interval after it
 
 
 @pytest.mark.fault
@@ -125,13 +128,17 @@ def test_resets_stalls_and_a_long_poll_that_never_answers_heal_without_a_restart
     long poll that never returns: the worker recovers by itself and every task runs. A
     receive SQS applied but whose answer was lost costs its messages one visibility
     timeout; a delete applied but unanswered is retried harmlessly."""
-    # the 12 s stall below outlasts the window: extensions must not wait for it
-    sqs, queue, env, runs = fleet(visibility=10)
+    # Every request's read timeout is 4 s here, through the transport's own option
+    # (client-config; the shipped 10 s are test_bad_queue_config's): the hung long poll
+    # and the stalled delete cost 4 s each, not 16 s and 10 s. The 12 s stall still
+    # outlasts the visibility window: extensions must not wait for it.
+    sqs, queue, env, runs = fleet(visibility=10, extra_config=(
+        "broker_transport_options['client-config'] = {'read_timeout': 4}\n"))
     publish(env, "from ttasks import quick\n[quick.delay(i) for i in range(20)]", tmp_path)
     proxy.inject_hang("ReceiveMessage", 1)
     proxy.inject_reset("ReceiveMessage", 2)
     proxy.inject_reset("DeleteMessageBatch", 1)
-    proxy.inject_stall("DeleteMessageBatch", 1, 12)  # the ops profile reads for 10 s
+    proxy.inject_stall("DeleteMessageBatch", 1, 12)
     with CeleryWorker("ttasks", env, tmp_path / "worker.log", pool="threads", concurrency=2):
         wait_for(lambda: {f"quick {i}" for i in range(20)} <= set(lines(runs)), 90,
                  "every task despite the faults")

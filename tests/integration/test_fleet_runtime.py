@@ -25,20 +25,12 @@ from local_aws.ecs_agent import EcsAgent, deployed_task_definition
 from local_aws.http_thread import LoopbackService
 from local_aws.imds import InstanceMetadataService
 from local_aws.moto_server import REGION
-from local_aws.stage import PROJECT_ROOT, TASK_DEFINITION_CONTEXT, DeployedStage, deploy_stage
+from local_aws.stage import PROJECT_ROOT
 from local_aws.worker_image import build_image
 from runtime.render import main as render_main
 from tests.integration.fleet import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def stage(tmp_path_factory) -> Iterator[DeployedStage]:
-    deployed = deploy_stage(tmp_path_factory.mktemp("fleet-stage"),
-                            context=TASK_DEFINITION_CONTEXT)
-    yield deployed
-    deployed.moto.stop()
 
 
 @pytest.fixture(scope="module")

@@ -177,10 +177,12 @@ def test_the_token_checking_proxy_refuses_expired_tokens_and_passes_the_rest(fau
 
 def test_a_burst_limited_in_time_expires_unspent(proxied):
     _direct, sqs, proxy, url = proxied
-    proxy.inject(ANY, 5, 503, "ServiceUnavailable", within=0.3)
+    burst = 3.0  # seconds: long enough for the first request to come within it
+    ends = time.monotonic() + burst
+    proxy.inject(ANY, 5, 503, "ServiceUnavailable", within=burst)
     with pytest.raises(ClientError):
         sqs.send_message(QueueUrl=url, MessageBody="in the burst")
-    time.sleep(0.4)
+    time.sleep(max(0.0, ends - time.monotonic()) + 0.05)  # until the burst is over
     sqs.send_message(QueueUrl=url, MessageBody="after it")
     assert proxy.faulted() == {"ServiceUnavailable": 1}
 

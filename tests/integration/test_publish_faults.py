@@ -17,7 +17,7 @@ import pytest
 from local_aws.counting_proxy import CountingProxy
 from local_aws.fleet import create_queue, prepare_worker_dir, sqs_client, worker_document, \
     worker_env
-from local_aws.ports import free_port
+from local_aws.ports import closed_port
 from runtime.ops.messages import task_of
 from tests.integration.fleet import RECORDING_TASKS, queue_counts
 
@@ -72,7 +72,8 @@ def queues(fauxqs, tmp_path):
 
 def test_with_the_endpoint_down_a_publish_raises_at_once_naming_the_task(queues):
     sqs, queue, _fifo, publish = queues
-    outcome = publish(f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    with closed_port() as port:
+        outcome = publish(f"http://127.0.0.1:{port}")
     assert outcome["raised"] == "PublishError"
     assert outcome["failed"] == {outcome["task_id"]: "EndpointConnectionError"}
     assert outcome["seconds"] < 5

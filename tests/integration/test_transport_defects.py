@@ -2,7 +2,11 @@
 queue on fauxqs (exact visibility semantics) through kombu's own event loop. Each
 test guards a defect found in review (issue 13); faults are injected into the
 channel's real botocore clients with event hooks, or by a proxy that stops
-answering."""
+answering. Defect 2 (a reject without a DLQ leaves the message for SQS) and defect 10's
+heartbeat and poison move for a plain kombu consumer are proven once, in
+test_drop_in.py: ``test_settlement[reject-bundled]``,
+``test_held_message_past_its_visibility_timeout[drain-bundled]`` and
+``test_poison_message[drain-bundled]``."""
 
 from __future__ import annotations
 
@@ -70,16 +74,6 @@ def test_a_failing_dead_letter_move_never_reaches_the_event_loop(fauxqs, sqs, mo
         assert counts(sqs, q["url"]) == (0, 0)
 
 
-def test_reject_without_requeue_and_no_dlq_leaves_the_message_for_sqs(fauxqs, sqs, monkeypatch):
-    """2: without a DLQ in the config the message is not deleted: SQS redelivers it."""
-    q = make_queue(sqs, visibility=1, dlq=False)
-    with HubChannel(fauxqs.endpoint_url, [q], monkeypatch) as h:
-        h.publish(q, {"n": 1})
-        h.on_message = lambda m: m.reject(requeue=False)
-        h.consume(q)
-        h.run_until(lambda: len(h.messages) >= 2, 15, "SQS to redeliver the rejected message")
-
-
 def test_receives_ask_for_the_visibility_the_heartbeat_plans_with(fauxqs, sqs, monkeypatch):
     """3: the queue's own attribute is 2 s, the config says 30 s: a held message stays
     hidden past 2 s because the receive asked for 30."""
@@ -126,10 +120,10 @@ def test_close_gives_back_every_queue_s_waiting_receive_results(fauxqs, sqs, mon
         for queue in (a, b):  # receives started; the hub is not run, so results wait
             h.channel._schedule_queue(queue["name"])
         deadline = time.monotonic() + 10
-        while (counts(sqs, a["url"]), counts(sqs, b["url"])) != ((0, 1), (0, 1)):
-            assert time.monotonic() < deadline, "both receives to complete"
+        while (counts(sqs, a["url"]), counts(sqs, b["url"])) != ((0, 1), (0, 1)) \
+                or len(h.channel.receiver._results) < 2:  # both handed to the hub, waiting
+            assert time.monotonic() < deadline, "both receives to complete and wait"
             time.sleep(0.05)
-        time.sleep(0.2)
         h.close()
         assert counts(sqs, a["url"]) == (1, 0)
         assert counts(sqs, b["url"]) == (1, 0)
@@ -186,24 +180,29 @@ def test_a_release_is_not_undone_by_an_extension_in_flight(emulator, request, mo
 
 
 def test_a_slow_queue_does_not_hold_up_another_queue_s_acks(fauxqs, sqs, monkeypatch):
-    """8: each queue's background work runs apart: queue A's deletes stalling 3 s does
-    not delay queue B's."""
+    """8: each queue's background work runs apart: queue B's delete lands while queue A's
+    is stalled (held until B's has landed, so no clock decides it)."""
     a, b = make_queue(sqs, visibility=30), make_queue(sqs, visibility=30)
     with HubChannel(fauxqs.endpoint_url, [a, b], monkeypatch, ack_flush_delay=0.05) as h:
-        slow = threading.Event()
-        h.hook(a, "DeleteMessageBatch",
-               lambda params, **_k: (slow.set(), time.sleep(3))
-               if params["QueueUrl"] == a["url"] else None)
+        stalled, release = threading.Event(), threading.Event()
+
+        def stall_a(params, **_kwargs):
+            if params["QueueUrl"] == a["url"]:
+                stalled.set()
+                release.wait(60)
+        h.hook(a, "DeleteMessageBatch", stall_a)
         h.publish(a, {"q": "a"})
         h.consume(a)
         h.on_message = lambda m: m.ack()
-        h.run_until(slow.is_set, 10, "queue A's delete to stall")
+        h.run_until(stalled.is_set, 10, "queue A's delete to stall")
         h.publish(b, {"q": "b"})
         h.consume(b)
-        started = time.monotonic()
-        h.run_until(lambda: counts(sqs, b["url"]) == (0, 0) and len(h.messages) == 2, 10,
-                    "queue B's ack to be deleted")
-        assert time.monotonic() - started < 2.0
+        try:
+            h.run_until(lambda: counts(sqs, b["url"]) == (0, 0) and len(h.messages) == 2, 30,
+                        "queue B's ack to be deleted while queue A's delete is stalled")
+            assert not release.is_set()
+        finally:
+            release.set()
 
 
 def test_a_message_is_kept_invisible_until_its_delete_succeeds(fauxqs, sqs, monkeypatch):
@@ -227,31 +226,6 @@ def test_a_message_is_kept_invisible_until_its_delete_succeeds(fauxqs, sqs, monk
         h.run_until(lambda: counts(sqs, q["url"]) == (0, 0), 15, "the delete to land")
         h.run_for(2.5)
         assert len(h.messages) == 1
-
-
-def test_a_plain_kombu_consumer_gets_the_heartbeat(fauxqs, sqs, monkeypatch):
-    """10: drain_events without Celery's event loop (gevent, eventlet, plain kombu)
-    holds messages like the hub does: nothing is redelivered while held."""
-    q = make_queue(sqs, visibility=2)
-    with HubChannel(fauxqs.endpoint_url, [q], monkeypatch, hub=False) as h:
-        h.publish(q, {"n": 1})
-        h.consume(q, prefetch=1)
-        h.run_until(lambda: h.messages, 10, "a delivery")
-        h.run_for(4)
-        stolen = sqs.receive_message(QueueUrl=q["url"], WaitTimeSeconds=0).get("Messages", [])
-        assert stolen == [], "another consumer could receive the held message"
-        assert len(h.messages) == 1
-
-
-def test_a_plain_kombu_consumer_moves_poison_to_the_dlq(fauxqs, sqs, monkeypatch):
-    """10: ... and moves undecodable messages to the DLQ instead of acking them."""
-    q = make_queue(sqs, visibility=30)
-    with HubChannel(fauxqs.endpoint_url, [q], monkeypatch, hub=False) as h:
-        h.send_raw(q, "not a kombu message")
-        h.consume(q)
-        h.run_until(lambda: counts(sqs, q["dead_letter_queue"])[0] == 1, 15,
-                    "the poison message to reach the DLQ")
-        assert counts(sqs, q["url"]) == (0, 0)
 
 
 def test_a_full_window_does_not_spin_a_plain_consumer(fauxqs, sqs, monkeypatch):

@@ -40,10 +40,35 @@ def test_engine_without_root_is_a_reason(monkeypatch, tmp_path):
         ContainerEngine(state_dir=tmp_path).start()
 
 
-def test_install_command_prints_one_line_and_succeeds_when_it_cannot(monkeypatch, capsys,
-                                                                     missing_packages):
+def test_install_command_fails_in_one_line_when_it_cannot(monkeypatch, capsys,
+                                                          missing_packages):
+    """Issue 20: it exited 0 here, and the container tests skipped in a green run."""
     monkeypatch.setattr(container_engine.os, "geteuid", lambda: 1000)
+    monkeypatch.delenv("KIT_SKIP_CONTAINERS", raising=False)
+    assert container_engine.main(["install"]) == 1
+    assert capsys.readouterr().err == (
+        "container engine: unavailable (docker.io mmdebstrap not installed, and installing "
+        "them needs root); the container tests need it (outside CI, KIT_SKIP_CONTAINERS=1 "
+        "skips them)\n")
+
+
+def test_install_command_succeeds_without_an_engine_only_when_asked(monkeypatch, capsys,
+                                                                    missing_packages):
+    monkeypatch.setattr(container_engine.os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("KIT_SKIP_CONTAINERS", "1")
+    monkeypatch.delenv("CI", raising=False)
     assert container_engine.main(["install"]) == 0
     assert capsys.readouterr().out == (
         "container engine: skipped (docker.io mmdebstrap not installed, and installing them "
-        "needs root); the container tests will skip\n")
+        "needs root); KIT_SKIP_CONTAINERS=1, so the container tests will skip\n")
+
+
+@pytest.mark.parametrize("environ, skip", [
+    ({}, False),
+    ({"KIT_SKIP_CONTAINERS": "1"}, True),
+    ({"KIT_SKIP_CONTAINERS": "0"}, False),
+    ({"KIT_SKIP_CONTAINERS": "1", "CI": "true"}, False),  # CI requires the engine
+    ({"CI": "true"}, False),
+])
+def test_a_missing_engine_may_skip_only_where_the_caller_asked_and_never_in_ci(environ, skip):
+    assert container_engine.may_skip(environ) is skip

@@ -58,7 +58,8 @@ def test_a_rerun_watches_the_running_task_instead_of_starting_another(run):
                list_message_move_tasks=[{"Results": [task("RUNNING", 2)]},
                                         {"Results": [task("COMPLETED", 7)]}])
     code, out, _ = run(sqs)
-    assert code == 0 and "start_message_move_task" not in sqs.answers
+    assert code == 0 and sqs.called("start_message_move_task") == []
+    assert len(sqs.called("list_message_move_tasks")) == 2  # found running, watched to the end
     assert out.strip() == "redrive reports-dlq -> reports: move task completed, 7 moved"
 
 

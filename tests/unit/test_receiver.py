@@ -4,21 +4,30 @@ and nothing received left hidden when the receiver closes."""
 from __future__ import annotations
 
 import threading
+import time
 
 from runtime.receiver import Receiver
 from tests.unit.test_transport import RecordingHub
 
 
 def test_results_are_handed_to_the_hub_thread():
+    """The job runs on the queue's thread; its result reaches ``done`` on the thread
+    that runs the hub (here the test's own), never on the receiving thread."""
     hub, done = RecordingHub(), []
     receiver = Receiver(hub)
-    finished = threading.Event()
-    receiver.submit("q", lambda: ["m1"], lambda r: (done.append(r), finished.set()),
+    job_threads: list[threading.Thread] = []
+
+    def job():
+        job_threads.append(threading.current_thread())
+        return ["m1"]
+    receiver.submit("q", job, lambda r: done.append((r, threading.current_thread())),
                     lambda r: None)
-    deadline = threading.Event()
-    while not done and not deadline.wait(0.01):
+    deadline = time.monotonic() + 10
+    while not done and time.monotonic() < deadline:
         hub.run()
-    assert done == [["m1"]]
+        time.sleep(0.01)
+    assert done == [(["m1"], threading.current_thread())]
+    assert job_threads and job_threads[0] is not threading.current_thread()
     receiver.close()
 
 

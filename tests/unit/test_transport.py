@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import select
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -20,7 +21,7 @@ from runtime import events
 from runtime.errors import (ConfigError, EtaTooFar, MessageTooLarge, PublishError,
                            QueueNotFound)
 from runtime.transport import Transport
-from tests.unit.stub_sqs import StubSqs
+from tests.unit.stub_sqs import LongPolls, StubSqs
 
 QUEUE = "work"
 
@@ -73,6 +74,11 @@ class RecordingHub:
 
 @pytest.fixture
 def channel(monkeypatch):
+    """A channel on a recording hub whose receives take the transport's own path (the
+    receiver's threads, then ``_on_received`` on the hub) to SQS, a stand-in at the AWS
+    boundary whose long polls wait until the test answers them
+    (``channel.long_polls.answer``); ``channel.receives`` lists what each receive
+    started asked for (watched on the way, not replaced)."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "unit")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unit")
     connection = Connection(transport=Transport, transport_options={
@@ -80,14 +86,40 @@ def channel(monkeypatch):
         "predefined_queues": {QUEUE: {"url": f"https://sqs.example/123/{QUEUE}"}}})
     ch = connection.channel()
     ch.hub = RecordingHub()
+    ch.long_polls = LongPolls()
+    monkeypatch.setattr(ch._credentials, "client", lambda *_a, **_k: ch.long_polls)
     ch.receives = []
-    monkeypatch.setattr(ch, "_get_async", lambda queue, count, callback=None:
-                        ch.receives.append(count))
+    get_async = ch._get_async
+
+    def receive(queue: str, count: int = 1, callback: Any = None) -> Any:
+        ch.receives.append(count)
+        return get_async(queue, count, callback)
+    monkeypatch.setattr(ch, "_get_async", receive)
     ch._active_queues.append(QUEUE)
     yield ch
     for tag in list(ch.qos._delivered):  # nothing to give back to SQS at exit
         ch.qos.ack(tag)
     ch.receiver.close()
+    ch.long_polls.close()
+
+
+def run_hub_until(ch, done, what: str, timeout: float = 10) -> None:
+    """Run the hub (receive results arrive from the receiver's threads) until ``done()``."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        ch.hub.run()
+        time.sleep(0.005)
+
+
+def consume(ch, on_message=lambda _message: None) -> None:
+    """A consumer on the queue, as Celery starts one: its first receive is scheduled."""
+    ch.basic_consume(QUEUE, False, on_message, "consumer")
+    run_hub_until(ch, lambda: ch.receives, "the first receive")
+
+
+def full_batch(tag: str) -> list[dict[str, Any]]:
+    return [task_message(f"{tag}-{i}", None) for i in range(10)]
 
 
 class Delivered:
@@ -167,42 +199,48 @@ def test_an_ack_from_a_pool_thread_wakes_the_hub(channel):
 
 def test_a_busy_queue_keeps_several_full_receives_in_flight_within_the_window(channel):
     channel.basic_qos(prefetch_count=30)
-    channel._schedule_queue(QUEUE)
+    consume(channel)
     assert channel.receives == [10]  # not known to be busy yet: one receive
-    channel.receive_window.received(QUEUE, 10, 10, 0.01)  # it came back full
-    for i in range(10):
-        channel.qos.append(Delivered(), f"got-{i}")
-    channel._schedule_queue(QUEUE)
+    channel.long_polls.answer(full_batch("got"))  # it comes back full, and is delivered
+    run_hub_until(channel, lambda: len(channel.receives) == 3, "the busy queue's receives")
+    assert channel.qos.unacked() == 10
+    channel.hub.run()
     assert channel.receives == [10, 10, 10]  # 10 delivered + 20 asked for = the window
 
 
 def test_an_idle_queue_keeps_one_receive_in_flight(channel):
     channel.basic_qos(prefetch_count=40)
-    channel._schedule_queue(QUEUE)
-    channel.receive_window.received(QUEUE, 10, 0, 20.0)  # an empty long poll
-    channel._schedule_queue(QUEUE)
+    consume(channel)
+    channel.long_polls.answer([])  # an empty long poll
+    run_hub_until(channel, lambda: len(channel.receives) == 2, "the next long poll")
+    channel.hub.run()
     assert channel.receives == [10, 10]  # one at a time, however wide the window
 
 
 def test_receives_in_flight_count_against_the_window(channel):
     channel.basic_qos(prefetch_count=20)
-    channel.receive_window.received(QUEUE, 0, 10, 0.01)  # busy
-    channel._schedule_queue(QUEUE)
-    assert channel.receives == [10, 10]
+    consume(channel, on_message=lambda message: message.ack())  # a pool that keeps up
+    channel.long_polls.answer(full_batch("got"))  # busy, and all of it acked at once
+    run_hub_until(channel, lambda: len(channel.receives) == 3, "the busy queue's receives")
+    assert channel.qos.unacked() == 0
     channel._schedule_queue(QUEUE)  # nothing came back yet: no room for a third
-    assert channel.receives == [10, 10]
+    channel.hub.run()
+    assert channel.receives == [10, 10, 10]  # the first, then two in flight = the window
 
 
 def test_acks_start_another_receive_for_a_busy_queue_without_waiting_for_one_to_return(
         channel):
-    tags = hold(channel, 10, prefetch=20)
-    channel.receive_window.received(QUEUE, 0, 10, 0.01)  # busy
-    channel._schedule_queue(QUEUE)
-    assert channel.receives == [10]  # 10 delivered + 10 asked for: the window is full
-    for tag in tags:
-        channel.qos.ack(tag)  # the pool finished them while the receive is on the wire
+    delivered: list[Any] = []
+    channel.basic_qos(prefetch_count=20)
+    consume(channel, on_message=delivered.append)
+    channel.long_polls.answer(full_batch("got"))  # busy: 10 delivered, held by the pool
+    run_hub_until(channel, lambda: len(channel.receives) == 2, "the busy queue's receive")
     channel.hub.run()
-    assert channel.receives == [10, 10]
+    assert channel.receives == [10, 10]  # 10 delivered + 10 asked for: the window is full
+    for message in delivered:
+        message.ack()  # the pool finished them while the receive is on the wire
+    channel.hub.run()
+    assert channel.receives == [10, 10, 10]
 
 
 @pytest.mark.parametrize("queue", ["reply.celery.pidbox", "celery@worker-1.celery.pidbox",
