@@ -40,9 +40,10 @@ TRANSPORT ?= bundled
 demo: setup
 	$(PY) -m demo --transport $(TRANSPORT)
 
-# Two pytest-xdist workers (the suite waits on servers and workers more than it computes);
-# tests/conftest.py keeps what must share a worker (the deployed stage, the engine) on one.
-TEST_WORKERS ?= 2
+# Three pytest-xdist workers on two cores: the suite waits on servers and workers more than
+# it computes (measured: 5m12 with 3, 8m12 with 2); tests/conftest.py keeps what must
+# share a worker (the deployed stage, the engine) on one.
+TEST_WORKERS ?= 3
 
 test: setup container-engine
 	$(PY) -m pytest -n $(TEST_WORKERS)

@@ -30,6 +30,9 @@ SHARED_FIXTURES = {"stage", "engine"}
 SHARED_WORKER_TIMEOUT = 900
 """Seconds: a CDK deploy (bootstrap included) and, on a fresh machine, the base and
 worker images are built in the setup of the first test that needs them."""
+ONE_WORKER_FILES = ("tests/unit/test_scanners.py",)
+"""Files whose module fixtures are the expensive part (one checkov and one cfn-lint run
+over every template): their tests run on one worker, so each fixture runs once."""
 _SHARED_IDS = "kit_shared_ids_dir"
 """The worker input naming the directory where each worker lists the shared tests."""
 
@@ -65,7 +68,7 @@ _shared_ids_key = pytest.StashKey[str]()
 
 class SharedWorkerScheduling(LoadScopeScheduling):
     """xdist's load scheduling test by test, except that the tests the workers listed as
-    shared form one unit, run by one worker. Scopes are asked for only once every
+    shared form one unit, run by one worker, and so does each of :data:`ONE_WORKER_FILES`. Scopes are asked for only once every
     worker has collected, so every listing is written by then."""
 
     def __init__(self, config: pytest.Config, log=None) -> None:
@@ -77,7 +80,10 @@ class SharedWorkerScheduling(LoadScopeScheduling):
             listings = Path(self.config.stash[_shared_ids_key]).iterdir()
             self._shared = {line for listing in listings
                             for line in listing.read_text().splitlines()}
-        return SHARED_WORKER if nodeid in self._shared else nodeid
+        if nodeid in self._shared:
+            return SHARED_WORKER
+        path = nodeid.split("::", 1)[0]
+        return path if path in ONE_WORKER_FILES else nodeid
 
 
 @pytest.fixture(scope="session")

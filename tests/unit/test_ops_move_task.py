@@ -55,6 +55,7 @@ def test_auto_starts_a_move_task_where_offered_and_watches_it_to_the_end(run):
 
 def test_a_rerun_watches_the_running_task_instead_of_starting_another(run):
     sqs = Fake(get_queue_attributes=DEPTH,
+               start_message_move_task={"TaskHandle": "handle-2"},  # offered: must not be used
                list_message_move_tasks=[{"Results": [task("RUNNING", 2)]},
                                         {"Results": [task("COMPLETED", 7)]}])
     code, out, _ = run(sqs)
