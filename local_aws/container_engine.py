@@ -49,12 +49,28 @@ PACKAGES = {"docker.io": "dockerd", "mmdebstrap": "mmdebstrap"}
 STATE_DIR = Path("/var/lib/celery-sqs-kit/container-engine")
 BASE_IMAGE = "celery-sqs-kit-base:bookworm"
 BASE_PACKAGES = "python3,python3-venv,ca-certificates"
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
+APT_SOURCES = Path("/etc/apt/sources.list.d")
 DOCKER = "/usr/bin/docker"
 """docker.io's own client (20.10), matching the daemon: BuildKit works with it."""
 STORAGE_DRIVERS = ("overlay2", "vfs")
 """overlay2 first; vfs (full copies, slower, always works) where the data root's
 filesystem cannot hold overlay mounts."""
+
+
+def debian_mirror(sources: Path = APT_SOURCES) -> str:
+    """The Debian archive this machine's apt uses (the ``URIs:`` of the deb822 entry whose
+    suites include bookworm): a machine behind another mirror or proxy keeps working, and
+    no mirror host is written here."""
+    for path in sorted(sources.glob("*.sources")):
+        for stanza in path.read_text().split("\n\n"):
+            fields = dict(line.split(":", 1) for line in stanza.splitlines()
+                          if ":" in line and not line.lstrip().startswith("#"))
+            suites = fields.get("Suites", "").split()
+            uris = fields.get("URIs", "").split()
+            if "bookworm" in suites and "deb" in fields.get("Types", "").split() and uris:
+                return uris[0]
+    raise RuntimeError(f"no apt source for Debian bookworm in {sources}/*.sources: the base "
+                       "image is built from the machine's own Debian archive")
 
 
 SKIP_VARIABLE = "KIT_SKIP_CONTAINERS"
@@ -165,7 +181,7 @@ class ContainerEngine:
         with tempfile.TemporaryFile() as errors:
             strap = subprocess.Popen(
                 ["mmdebstrap", "--quiet", "--variant=minbase", f"--include={BASE_PACKAGES}",
-                 "bookworm", "-", DEBIAN_MIRROR], stdout=subprocess.PIPE, stderr=errors)
+                 "bookworm", "-", debian_mirror()], stdout=subprocess.PIPE, stderr=errors)
             try:
                 imported = self.docker("import", "-", name, stdin=strap.stdout, check=False)
             finally:

@@ -72,3 +72,19 @@ def test_install_command_succeeds_without_an_engine_only_when_asked(monkeypatch,
 ])
 def test_a_missing_engine_may_skip_only_where_the_caller_asked_and_never_in_ci(environ, skip):
     assert container_engine.may_skip(environ) is skip
+
+
+def test_the_base_image_comes_from_the_machine_s_own_debian_archive(tmp_path):
+    (tmp_path / "other.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/ubuntu\nSuites: jammy\nComponents: main\n")
+    (tmp_path / "debian.sources").write_text(
+        "Types: deb\n# a comment: with a colon\nURIs: http://mirror.example/debian\n"
+        "Suites: bookworm bookworm-updates\nComponents: main\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian-security\n"
+        "Suites: bookworm-security\nComponents: main\n")
+    assert container_engine.debian_mirror(tmp_path) == "http://mirror.example/debian"
+
+
+def test_no_debian_source_is_a_clear_error(tmp_path):
+    with pytest.raises(RuntimeError, match="no apt source for Debian bookworm"):
+        container_engine.debian_mirror(tmp_path)
