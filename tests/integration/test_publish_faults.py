@@ -184,7 +184,9 @@ def test_a_batch_publish_cut_off_mid_block_names_exactly_the_tasks_not_queued(qu
     assert sorted(queued_task_ids(sqs, queue["url"])) == sorted(ids[:10])
 
 
-def queued_task_ids(sqs, url: str) -> list[str]:
+def queued_task_ids(sqs, url: str, *, delete: bool = False) -> list[str]:
+    """The task ids a queue holds, in the order SQS delivers them; ``delete``: each batch
+    deleted before the next receive (a FIFO group's next messages wait for it)."""
     ids: list[str] = []
     while True:
         got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
@@ -192,6 +194,9 @@ def queued_task_ids(sqs, url: str) -> list[str]:
         if not got:
             return ids
         ids += [task_of(m["Body"])[1] for m in got]
+        if delete:
+            sqs.delete_message_batch(QueueUrl=url, Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
 
 
 FIFO_BATCH = '''
@@ -229,18 +234,4 @@ def test_a_throttled_batch_call_leaves_a_fifo_group_in_order(queues, proxy, tmp_
     finally:
         producer.kill()
     ids = json.loads(out.splitlines()[-1])
-    assert received_in_order(sqs, fifo["url"]) == ids
-
-
-def received_in_order(sqs, url: str) -> list[str]:
-    """A FIFO queue's task ids in the order SQS delivers them (each batch deleted before
-    the next receive: a group's next messages wait for it)."""
-    ids: list[str] = []
-    while True:
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
-                                  VisibilityTimeout=60).get("Messages", [])
-        if not got:
-            return ids
-        ids += [task_of(m["Body"])[1] for m in got]
-        sqs.delete_message_batch(QueueUrl=url, Entries=[
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
+    assert queued_task_ids(sqs, fifo["url"], delete=True) == ids
