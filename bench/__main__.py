@@ -131,7 +131,8 @@ def print_table(results: list[dict]) -> None:
         if r.get("revocation_reads_per_worker_hour") is not None:  # rows with an idle pass
             print(f"revocation reads ({r['pool']}): {r['revocation_reads_per_task']:.4f} per task "
                   f"in the counted pass, {r['revocation_reads_per_worker_hour']} per worker-hour "
-                  "idle (one Query of the live revocations per worker every 2 s, whatever the task rate)")
+                  "idle (one Query of the live revocations per worker every 2 s, whatever "
+                  "the task rate)")
 
 
 if __name__ == "__main__":
