@@ -551,6 +551,18 @@ def test_a_dead_letter_keeps_its_attributes_gains_a_reason_then_is_deleted():
         "kit_source_queue": {"DataType": "String", "StringValue": "work"}}
 
 
+def dead_letter_copy_attributes(attributes: dict, caplog) -> dict:
+    """The attributes of the DLQ copy of a message received with ``attributes`` (the
+    lane's warnings captured)."""
+    stub = StubSqs()
+    q = lane(stub)
+    with caplog.at_level(logging.WARNING):
+        q.dead_letter(received(attributes=attributes), "undecodable")
+        q.close(timeout=5)
+    (sent,) = entries(stub, "SendMessageBatch")
+    return sent["MessageAttributes"]
+
+
 def test_a_sender_s_kit_attributes_never_reach_the_dlq_copy(caplog):
     """Issue 19 item 2: ``kit_reason`` and ``kit_source_queue`` are the kit's word (the
     operator's redrive reads them); a sender's are dropped, and said so."""
@@ -558,13 +570,7 @@ def test_a_sender_s_kit_attributes_never_reach_the_dlq_copy(caplog):
               "KIT_reason": {"DataType": "String", "StringValue": "fine"},
               "kit_other": {"DataType": "String", "StringValue": "x"},
               "trace": {"DataType": "String", "StringValue": "t-9"}}
-    stub = StubSqs()
-    q = lane(stub)
-    with caplog.at_level(logging.WARNING):
-        q.dead_letter(received(attributes=forged), "undecodable")
-        q.close(timeout=5)
-    (sent,) = entries(stub, "SendMessageBatch")
-    assert sent["MessageAttributes"] == {
+    assert dead_letter_copy_attributes(forged, caplog) == {
         "trace": {"DataType": "String", "StringValue": "t-9"},
         "kit_reason": {"DataType": "String", "StringValue": "undecodable"},
         "kit_source_queue": {"DataType": "String", "StringValue": "work"}}
@@ -575,13 +581,7 @@ def test_with_ten_attributes_the_kit_s_own_win_and_the_dropped_are_logged(caplog
     """Issue 19 item 2: SQS takes 10 attributes; the kit's were dropped when the
     message carried 10 of its own."""
     own = {f"a{i}": {"DataType": "String", "StringValue": str(i)} for i in range(10)}
-    stub = StubSqs()
-    q = lane(stub)
-    with caplog.at_level(logging.WARNING):
-        q.dead_letter(received(attributes=own), "undecodable")
-        q.close(timeout=5)
-    (sent,) = entries(stub, "SendMessageBatch")
-    attributes = sent["MessageAttributes"]
+    attributes = dead_letter_copy_attributes(own, caplog)
     assert len(attributes) == 10
     assert attributes["kit_reason"]["StringValue"] == "undecodable"
     assert attributes["kit_source_queue"]["StringValue"] == "work"
