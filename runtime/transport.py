@@ -881,7 +881,7 @@ def too_far(eta: datetime, now: datetime) -> str | None:
     if away <= MAX_ETA_SECONDS:
         return None
     return (f"ETA {eta.isoformat()} is {away:.0f} s away, beyond the maximum of "
-            f"{MAX_ETA_SECONDS} s (30 days)")
+            f"{MAX_ETA_SECONDS} s ({MAX_ETA_SECONDS // 86_400} days)")
 
 
 def check_eta(queue: str, headers: dict[str, Any], limit: int) -> None:
